@@ -1,0 +1,1 @@
+"""Background consistency: replicators, auditors, updater and expirer."""

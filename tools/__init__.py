@@ -1,0 +1,1 @@
+"""Command-line entry points (`peerstack`, `peerstack-ring`): parse arguments, call library code."""
