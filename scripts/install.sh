@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install everything peerstack needs on a fresh Debian 12 machine (run as root),
+# into .venv/ at the top of the repository. Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(python3 python3-venv python3-dev gcc libffi-dev attr iproute2 procps rclone)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Python 3.11 is Debian 12's python3; prefer an explicit python3.11 where several exist.
+PY=$(command -v python3.11 || command -v python3)
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q -e '.[test,bench]' -r requirements-clients.txt
