@@ -223,6 +223,14 @@ class RingBuilder:
         counts = np.bincount(held, minlength=self.next_dev_id + 1)
         return {i: int(counts[i]) for i in self.devices}
 
+    def desired_counts(self) -> dict[int, float]:
+        """Partition-replicas each device should hold given weights and tiers."""
+        if not self.devices:
+            return {}
+        tree = TierTree.build(self.devices.values(), slot_count(self.replicas, self.part_power) / self.parts, self.next_dev_id)
+        desired = tree.desired_parts(self.parts)
+        return {i: float(desired[i]) for i in self.devices}
+
     def get_balance(self) -> float:
         """See :func:`balance_of`; 0 before the first rebalance."""
         if self.assign is None or not self.devices:
