@@ -401,13 +401,13 @@ class RingBuilder:
         src = assign[r, p].copy()
         assign[r, p] = -1
         np.add.at(placer.need, src, 1)
-        placer._refresh()
+        placer.refresh()
         left = placer.place(r, p, strict=True, caps=True)
         if left.any():
             left[left] = placer.place(r[left], p[left], strict=False, caps=True)
         assign[r[left], p[left]] = src[left]
         np.subtract.at(placer.need, src[left], 1)
-        placer._refresh()
+        placer.refresh()
         ok = ~left
         touched[r[ok], p[ok]] = True
         moved[p[ok]] = True

@@ -66,9 +66,9 @@ class Placer:
         self.need = need
         self.rng = rng
         self._devs = tree.dev_of_tier[:-1]
-        self._refresh()
+        self.refresh()
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
         """Recompute per-tier needs from per-device needs (cheap: one pass over devices)."""
         need = self.need[self._devs]
         pos = np.maximum(need, 0).astype(np.float64)
@@ -125,7 +125,7 @@ class Placer:
         """Write chosen devices into ``assign`` and charge them to ``need``."""
         self.assign[rows, parts] = devs
         np.subtract.at(self.need, devs, 1)
-        self._refresh()
+        self.refresh()
 
     def place(
         self,
