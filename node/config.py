@@ -64,6 +64,30 @@ class Storage:
 
 
 @dataclass
+class Membership:
+    """How a node finds its peers, watches them and shares the ring (``[membership]``)."""
+
+    enabled: bool = True
+    #: addresses whose interfaces carry mDNS; empty means the internal host's only
+    interfaces: list[str] = field(default_factory=list)
+    #: multicast discovery; with it off only ``seeds`` (and peers they name) are found
+    zeroconf: bool = True
+    #: ``"host:port"`` of peers' internal ports, for networks without multicast
+    seeds: list[str] = field(default_factory=list)
+    heartbeat_interval: float = 1.0
+    suspect_after: float = 3.0
+    dead_after: float = 10.0
+    #: seconds between mDNS re-announcements (browsers do not rediscover by themselves)
+    announce_interval: float = 15.0
+    #: take part in auto-join: be added to the ring, and act as steward
+    auto_join: bool = True
+    #: shape of the rings a steward creates when the cluster has none yet
+    part_power: int = 10
+    replicas: float = 3.0
+    min_part_hours: int = 1
+
+
+@dataclass
 class NodeConfig:
     cluster_file: str = "cluster.toml"
     node_id: str = ""
@@ -76,6 +100,7 @@ class NodeConfig:
     public: Listen = field(default_factory=lambda: Listen(port=8080))
     internal: Listen = field(default_factory=lambda: Listen(port=6200))
     storage: Storage = field(default_factory=Storage)
+    membership: Membership = field(default_factory=Membership)
     #: path of this file, so relative paths resolve against it
     source: str = ""
 
