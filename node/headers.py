@@ -21,13 +21,14 @@ class Headers:
     __slots__ = ("_raw", "_map")
 
     def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
-        self._raw = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
-        merged: dict[str, str] = {}
-        for name, value in self._raw:
-            if name in merged:
-                merged[name] = f"{merged[name]}, {value}"
-            else:
-                merged[name] = value
+        pairs = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
+        self._raw = pairs
+        merged = dict(pairs)
+        if len(merged) != len(pairs):
+            # A repeated header: dict() kept only the last value.
+            merged = {}
+            for name, value in pairs:
+                merged[name] = f"{merged[name]}, {value}" if name in merged else value
         self._map = merged
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -63,14 +64,19 @@ def encode_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, byte
     """Turn ``(name, value)`` strings into the bytes h11 sends.
 
     Values that are not latin-1 (UTF-8 metadata, for example) are sent as
-    UTF-8 bytes, which is what Swift clients expect on the wire.
+    UTF-8 bytes, which is what Swift clients expect on the wire; bytes
+    values go out as they are, anything else as its ``str()``.
     """
     out = []
     for name, value in headers:
-        value = str(value)
-        try:
-            raw = value.encode("latin-1")
-        except UnicodeEncodeError:
-            raw = value.encode("utf-8")
+        if type(value) is bytes:
+            raw = value
+        else:
+            if type(value) is not str:
+                value = str(value)
+            try:
+                raw = value.encode("latin-1")
+            except UnicodeEncodeError:
+                raw = value.encode("utf-8")
         out.append((name.encode("latin-1"), raw))
     return out

@@ -14,13 +14,18 @@ A :class:`HTTPClient` keeps a pool of idle keep-alive connections per peer
 
 Every network step runs under a timeout; failures surface as
 :class:`BackendError` (with :class:`BackendTimeout` for timeouts) so callers
-have one exception to catch per peer.
+have one exception to catch per peer.  A pooled connection found dead before
+any byte of the answer arrived raises :class:`StaleConnection`, which a
+caller that can resend its body may retry on a fresh connection.
+
+The sockets are driven like the server's (see :class:`node.http_server.SocketIO`):
+non-blocking calls first, trio's I/O waits only when the kernel says
+``EAGAIN``, so a small request costs one ``send`` and one or two ``recv``.
 """
 
 from __future__ import annotations
 
 import socket
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,8 +34,8 @@ import h11
 import trio
 
 from node.headers import Headers, encode_headers
+from node.http_server import READ_SIZE, SMALL_RESPONSE, SocketIO
 
-READ_SIZE = 1 << 20
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "REPLICATE"})
 
 #: signs an outgoing request: ``(method, target) -> extra headers``
@@ -45,6 +50,15 @@ class BackendTimeout(BackendError):
     """A peer did not answer within the timeout."""
 
 
+class StaleConnection(BackendError):
+    """A pooled connection was closed by the peer before it answered.
+
+    The peer closed it while idle (or just as the request went out), so the
+    request most likely never reached a handler; safe to resend on a fresh
+    connection if the method is idempotent.
+    """
+
+
 @dataclass
 class Timeouts:
     connect: float = 3.0
@@ -53,46 +67,78 @@ class Timeouts:
 
 
 class _PooledConnection:
-    __slots__ = ("stream", "h11", "key")
+    __slots__ = ("io", "h11", "key", "buf", "reused", "answered")
 
-    def __init__(self, stream: trio.SocketStream, key: tuple[str, int]) -> None:
-        self.stream = stream
+    def __init__(self, sock: socket.socket, key: tuple[str, int], buf: memoryview) -> None:
+        self.io = SocketIO(sock)
         self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
         self.key = key
+        #: the client's receive buffer, shared like the server's
+        self.buf = buf
+        #: came from the pool (so a failure may just mean it went stale)
+        self.reused = False
+        #: some byte of the current response arrived
+        self.answered = False
 
-    async def send(self, event: h11.Event, timeout: float) -> None:
-        data = self.h11.send(event)
+    def _error(self, what: str, exc: BaseException) -> BackendError:
+        where = f"{self.key[0]}:{self.key[1]}"
+        if isinstance(exc, TimeoutError):
+            return BackendTimeout(f"{what} {where} timed out")
+        if self.reused and not self.answered:
+            return StaleConnection(f"{what} {where}: pooled connection closed ({exc})")
+        return BackendError(f"{what} {where}: {exc}")
+
+    async def send_bytes(self, data: bytes, timeout: float) -> None:
         if not data:
             return
-        with trio.move_on_after(timeout) as scope:
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise BackendError(f"send to {self.key[0]}:{self.key[1]}: {exc}") from exc
-        if scope.cancelled_caught:
-            raise BackendTimeout(f"send to {self.key[0]}:{self.key[1]} timed out")
+        try:
+            await self.io.send_all(data, timeout)
+        except (OSError, TimeoutError) as exc:
+            raise self._error("send to", exc) from exc
+
+    async def send_pieces(self, pieces: list[bytes], timeout: float) -> None:
+        try:
+            await self.io.send_pieces(pieces, timeout)
+        except (OSError, TimeoutError) as exc:
+            raise self._error("send to", exc) from exc
+
+    async def send_data(self, data: bytes, timeout: float) -> None:
+        """Send body bytes; big chunks go to the kernel without a copy."""
+        await self.send_pieces(self.h11.send_with_data_passthrough(h11.Data(data=data)), timeout)
 
     async def next_event(self, timeout: float) -> h11.Event:
+        h = self.h11
         while True:
             try:
-                event = self.h11.next_event()
+                event = h.next_event()
             except h11.RemoteProtocolError as exc:
-                raise BackendError(f"{self.key[0]}:{self.key[1]}: {exc}") from exc
+                raise self._error("bad response from", exc) from exc
             if event is not h11.NEED_DATA:
+                if type(event) is h11.ConnectionClosed:
+                    raise self._error("receive from", ConnectionError("closed"))
                 return event
-            with trio.move_on_after(timeout) as scope:
-                try:
-                    data = await self.stream.receive_some(READ_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    raise BackendError(f"receive from {self.key[0]}:{self.key[1]}: {exc}") from exc
-            if scope.cancelled_caught:
-                raise BackendTimeout(f"{self.key[0]}:{self.key[1]} timed out")
-            self.h11.receive_data(data)
+            try:
+                n = await self.io.receive_into(self.buf, timeout)
+            except (OSError, TimeoutError) as exc:
+                raise self._error("receive from", exc) from exc
+            if n:
+                self.answered = True
+                h.receive_data(self.buf[:n])
+            else:
+                h.receive_data(b"")
 
-    async def aclose(self) -> None:
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(1):
-                await self.stream.aclose()
+    def looks_alive(self) -> bool:
+        """Cheap check before reuse: has the peer closed (or sent junk)?"""
+        try:
+            self.io.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False  # end of stream, or bytes nobody asked for: not reusable
+
+    def close(self) -> None:
+        self.io.close()
 
 
 class ClientResponse:
@@ -108,20 +154,32 @@ class ClientResponse:
         self._exchange = exchange
 
     async def iter_body(self) -> AsyncIterator[bytes]:
-        if self._exchange is None:
+        """Yield the body as it arrives, in chunks of at most ~1 MiB."""
+        ex = self._exchange
+        if ex is None:
             return
-        async for chunk in self._exchange._iter_response_body():
+        while True:
+            chunk = await ex._next_body_chunk()
+            if chunk is None:
+                return
             yield chunk
 
     async def read(self, max_bytes: int = 64 << 20) -> bytes:
+        """The whole body; :class:`BackendError` past ``max_bytes``."""
+        ex = self._exchange
+        if ex is None:
+            return self.body
         parts = []
         size = 0
-        async for chunk in self.iter_body():
+        while True:
+            chunk = await ex._next_body_chunk()
+            if chunk is None:
+                break
             size += len(chunk)
             if size > max_bytes:
                 raise BackendError(f"response body over {max_bytes} bytes")
             parts.append(chunk)
-        self.body = b"".join(parts)
+        self.body = parts[0] if len(parts) == 1 else b"".join(parts)
         return self.body
 
 
@@ -136,9 +194,35 @@ class Exchange:
         self._client = client
         self._conn = conn
         self._timeouts = timeouts
-        self._method = ""
         self.response: ClientResponse | None = None
         self._response_done = False
+        self._refused = False
+
+    @property
+    def reused(self) -> bool:
+        """Whether this exchange runs on a connection taken from the pool."""
+        return self._conn.reused
+
+    def _head(self, method: str, target: str, headers: Iterable[tuple[str, str]],
+              content_length: int | None, expect_continue: bool) -> bytes:
+        hdrs = encode_headers(headers)
+        if not any(name.lower() == b"host" for name, _ in hdrs):
+            host, port = self._conn.key
+            hdrs.append((b"Host", b"%s:%d" % (host.encode("idna"), port)))
+        if content_length is not None:
+            hdrs.append((b"Content-Length", b"%d" % content_length))
+        elif method in ("PUT", "POST") or expect_continue:
+            hdrs.append((b"Transfer-Encoding", b"chunked"))
+        if expect_continue:
+            hdrs.append((b"Expect", b"100-continue"))
+        if self._client.signer is not None:
+            hdrs.extend(encode_headers(self._client.signer(method, target)))
+        try:
+            event = h11.Request(method=method.encode("ascii"), target=target.encode("latin-1"),
+                                headers=hdrs)
+            return self._conn.h11.send(event)
+        except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
+            raise BackendError(f"cannot send {method} {target!r}: {exc}") from exc
 
     async def start(self, method: str, target: str, headers: Iterable[tuple[str, str]] = (),
                     *, content_length: int | None = None,
@@ -147,35 +231,49 @@ class Exchange:
 
         With ``expect_continue`` wait for the peer's ``100 Continue``; if the
         peer answers with a final status instead, that response is returned
-        (and the caller must not send a body).  Otherwise returns ``None``.
+        (and the caller must not send a body: :meth:`send` then refuses and
+        :meth:`finish` returns that response).  Otherwise returns ``None``.
         """
-        self._method = method
-        hdrs = list(headers)
-        hdrs.append(("Host", f"{self._conn.key[0]}:{self._conn.key[1]}"))
-        if content_length is not None:
-            hdrs.append(("Content-Length", str(content_length)))
-        elif method in ("PUT", "POST") or expect_continue:
-            hdrs.append(("Transfer-Encoding", "chunked"))
-        if expect_continue:
-            hdrs.append(("Expect", "100-continue"))
-        if self._client.signer is not None:
-            hdrs.extend(self._client.signer(method, target))
-        await self._conn.send(h11.Request(method=method, target=target.encode("latin-1"),
-                                          headers=encode_headers(hdrs)), self._timeouts.node)
+        head = self._head(method, target, headers, content_length, expect_continue)
+        await self._conn.send_bytes(head, self._timeouts.node)
         if expect_continue:
             event = await self._conn.next_event(self._timeouts.node)
             if isinstance(event, h11.InformationalResponse):
                 return None
+            self._refused = True
             return self._take_response(event)
         return None
 
+    async def _send_whole(self, method: str, target: str, headers: Iterable[tuple[str, str]],
+                          body: bytes) -> None:
+        """Head, body and end of message in one ``send`` when small."""
+        send_length = bool(body) or method in ("PUT", "POST")
+        conn = self._conn
+        head = self._head(method, target, headers, len(body) if send_length else None, False)
+        pieces = conn.h11.send_with_data_passthrough(h11.Data(data=body)) if body else []
+        conn.h11.send(h11.EndOfMessage())
+        if len(body) < SMALL_RESPONSE:
+            await conn.send_bytes(b"".join((head, *pieces)), self._timeouts.node)
+        else:
+            await conn.send_pieces([head, *pieces], self._timeouts.node)
+
     async def send(self, data: bytes) -> None:
+        """Send the next piece of the request body."""
+        if self._refused:
+            raise BackendError("peer refused the request body")
         if data:
-            await self._conn.send(h11.Data(data=data), self._timeouts.node)
+            await self._conn.send_data(data, self._timeouts.node)
 
     async def finish(self) -> ClientResponse:
         """End the request body and read the response head."""
-        await self._conn.send(h11.EndOfMessage(), self._timeouts.node)
+        if self._refused:
+            assert self.response is not None
+            return self.response
+        try:
+            tail = self._conn.h11.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as exc:
+            raise BackendError(f"request body does not match its length: {exc}") from exc
+        await self._conn.send_bytes(tail, self._timeouts.node)
         return await self.read_head()
 
     async def read_head(self) -> ClientResponse:
@@ -183,25 +281,27 @@ class Exchange:
             return self.response
         while True:
             event = await self._conn.next_event(self._timeouts.node)
-            if isinstance(event, h11.InformationalResponse):
+            if type(event) is h11.InformationalResponse:
                 continue
             return self._take_response(event)
 
     def _take_response(self, event: h11.Event) -> ClientResponse:
-        if not isinstance(event, h11.Response):
+        if type(event) is not h11.Response:
             raise BackendError(f"expected a response, got {type(event).__name__}")
         self.response = ClientResponse(event.status_code, Headers(event.headers), self)
         return self.response
 
-    async def _iter_response_body(self) -> AsyncIterator[bytes]:
-        while not self._response_done:
-            event = await self._conn.next_event(self._timeouts.node)
-            if isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                self._response_done = True
-            else:
-                raise BackendError(f"unexpected {type(event).__name__} in response body")
+    async def _next_body_chunk(self) -> bytes | None:
+        """The next piece of the response body, ``None`` at its end."""
+        if self._response_done:
+            return None
+        event = await self._conn.next_event(self._timeouts.node)
+        if type(event) is h11.Data:
+            return bytes(event.data)
+        if type(event) is h11.EndOfMessage:
+            self._response_done = True
+            return None
+        raise BackendError(f"unexpected {type(event).__name__} in response body")
 
     @property
     def reusable(self) -> bool:
@@ -213,6 +313,8 @@ class HTTPClient:
     """Keep-alive connection pool for talking to peers.
 
     ``signer`` adds the internal-RPC signature headers to every request.
+    One client serves one trio run (its receive buffer is shared by its
+    connections, which is safe only within one thread).
     """
 
     def __init__(self, *, timeouts: Timeouts | None = None, max_idle_per_peer: int = 64,
@@ -220,7 +322,8 @@ class HTTPClient:
         self.timeouts = timeouts or Timeouts()
         self.max_idle_per_peer = max_idle_per_peer
         self.signer = signer
-        self._idle: dict[tuple[str, int], list[_PooledConnection]] = defaultdict(list)
+        self._idle: dict[tuple[str, int], list[_PooledConnection]] = {}
+        self._buf = memoryview(bytearray(READ_SIZE))
 
     async def _connect(self, key: tuple[str, int], timeout: float) -> _PooledConnection:
         with trio.move_on_after(timeout) as scope:
@@ -230,15 +333,21 @@ class HTTPClient:
                 raise BackendError(f"connect to {key[0]}:{key[1]}: {exc}") from exc
         if scope.cancelled_caught:
             raise BackendTimeout(f"connect to {key[0]}:{key[1]} timed out")
-        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return _PooledConnection(stream, key)
+        # Take the plain socket out of trio's stream: see SocketIO for why.
+        tsock = stream.socket
+        sock = socket.socket(tsock.family, tsock.type, tsock.proto, fileno=tsock.detach())
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return _PooledConnection(sock, key, self._buf)
 
     def _checkout_idle(self, key: tuple[str, int]) -> _PooledConnection | None:
         pool = self._idle.get(key)
         while pool:
             conn = pool.pop()
-            if conn.h11.our_state is h11.IDLE and conn.h11.their_state is h11.IDLE:
+            if conn.looks_alive():
+                conn.reused = True
+                conn.answered = False
                 return conn
+            conn.close()
         return None
 
     def _checkin(self, conn: _PooledConnection) -> bool:
@@ -246,7 +355,7 @@ class HTTPClient:
             conn.h11.start_next_cycle()
         except h11.LocalProtocolError:
             return False
-        pool = self._idle[conn.key]
+        pool = self._idle.setdefault(conn.key, [])
         if len(pool) >= self.max_idle_per_peer:
             return False
         pool.append(conn)
@@ -269,10 +378,10 @@ class HTTPClient:
         try:
             yield ex
         except BaseException:
-            await conn.aclose()
+            conn.close()
             raise
         if not (ex.reusable and self._checkin(conn)):
-            await conn.aclose()
+            conn.close()
 
     async def request(self, method: str, host: str, port: int, target: str,
                       headers: Iterable[tuple[str, str]] = (), body: bytes = b"", *,
@@ -281,18 +390,16 @@ class HTTPClient:
         """Send a small request and read the whole response.
 
         A connection from the pool may have been closed by the peer while it
-        sat idle; for idempotent methods the request is retried once on a new
-        connection.
+        sat idle; for idempotent methods the request is then sent once more
+        on a new connection.
         """
-        headers = list(headers)
-        reused = bool(self._idle.get((host, port)))
+        if not isinstance(headers, list):
+            headers = list(headers)
         try:
             return await self._request_once(method, host, port, target, headers, body,
                                             timeouts, max_response_bytes, fresh=False)
-        except BackendTimeout:
-            raise
-        except BackendError:
-            if not (reused and method in IDEMPOTENT):
+        except StaleConnection:
+            if method not in IDEMPOTENT:
                 raise
         return await self._request_once(method, host, port, target, headers, body, timeouts,
                                         max_response_bytes, fresh=True)
@@ -302,11 +409,8 @@ class HTTPClient:
                             timeouts: Timeouts | None, max_response_bytes: int,
                             fresh: bool) -> ClientResponse:
         async with self.exchange(host, port, timeouts=timeouts, fresh=fresh) as ex:
-            send_length = bool(body) or method in ("PUT", "POST")
-            await ex.start(method, target, headers,
-                           content_length=len(body) if send_length else None)
-            await ex.send(body)
-            resp = await ex.finish()
+            await ex._send_whole(method, target, headers, body)
+            resp = await ex.read_head()
             await resp.read(max_response_bytes)
             return resp
 
@@ -316,12 +420,11 @@ class HTTPClient:
                      timeouts: Timeouts | None = None) -> AsyncIterator[ClientResponse]:
         """Send a bodiless request; yield the response with its body unread."""
         async with self.exchange(host, port, timeouts=timeouts) as ex:
-            await ex.start(method, target, headers)
-            resp = await ex.finish()
-            yield resp
+            await ex._send_whole(method, target, headers, b"")
+            yield await ex.read_head()
 
     async def aclose(self) -> None:
         for pool in self._idle.values():
             for conn in pool:
-                await conn.aclose()
+                conn.close()
         self._idle.clear()

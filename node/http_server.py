@@ -5,30 +5,41 @@ One trio task per connection.  A handler is an ``async`` function taking a
 by the handler (``async for chunk in request.iter_body()``), so a slow disk
 slows the client down instead of filling memory; response bodies may be an
 async iterable and are written as they are produced.  Either way the server
-holds at most one receive buffer and one chunk per connection.
+holds at most one receive buffer's worth of input and one chunk per
+connection.
 
 What the server does for every handler:
 
 * keep-alive and pipelining (h11 parses one request at a time; bytes that
   arrive early wait in h11's buffer);
 * ``Expect: 100-continue``: the ``100`` goes out the first time the handler
-  asks for the body, so a handler can refuse a PUT without reading it;
-* limits on header bytes and count (431), timeouts while idle and while
-  reading, a 400 and a closed connection for malformed HTTP;
+  asks for the body, so a handler can refuse a PUT without reading it (the
+  connection is then closed, since the client may or may not send the body);
+* limits on header bytes and count (431), timeouts while idle, while a
+  request head trickles in, while reading a body and while a client does not
+  take the response; a 400 and a closed connection for malformed HTTP;
 * a request id (``X-Trans-Id``) reused from the caller or made here, and one
   structured log line per request;
 * graceful shutdown: :meth:`HTTPServer.shutdown` stops accepting, closes idle
   connections, and lets in-flight requests finish within a grace period.
+
+Why not trio's ``SocketStream``: every ``receive_some``/``send_all`` there
+costs a scheduler round trip even when the socket is ready, which is most of
+the per-request cost of a small GET.  :class:`SocketIO` calls the
+non-blocking socket first and only parks the task in
+``trio.lowlevel.wait_readable``/``wait_writable`` when the kernel says
+``EAGAIN``; the server then checkpoints once per request so cancellation and
+fairness still hold.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
+import random
 import socket
 import time
 import urllib.parse
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import h11
@@ -39,7 +50,13 @@ from node.log import log_event
 
 log = logging.getLogger("peerstack.http")
 
-READ_SIZE = 1 << 20  # large reads: fewer syscalls and h11 events per MiB
+#: one receive reads up to this much: fewer syscalls and h11 events per MiB
+READ_SIZE = 1 << 20
+#: a response whose head and body together are smaller than this goes out in
+#: one ``send``; bigger bodies are handed to the kernel without being copied
+SMALL_RESPONSE = 64 * 1024
+_MAX_REQUEST_ID = 128
+_BODY_TYPES = (bytes, bytearray, memoryview)
 
 
 class ClientDisconnected(Exception):
@@ -56,16 +73,120 @@ class ServerLimits:
 
     max_header_bytes: int = 16 * 1024
     max_header_count: int = 100
+    #: how long a kept-alive connection may wait for its next request
     idle_timeout: float = 75.0
+    #: how long a request head may take once it started, and how long any
+    #: single read of a request body may stall
     read_timeout: float = 60.0
+    #: how long a client may refuse to take response bytes
+    send_timeout: float = 60.0
     shutdown_grace: float = 10.0
     #: how much of an unread request body we drain to keep a connection alive
     max_drain_bytes: int = 1 << 20
+    #: after answering a request whose body we did not read, keep reading
+    #: (and dropping) for this long before closing, so the close does not
+    #: turn into a TCP reset that destroys the answer in flight
+    linger_timeout: float = 1.0
 
 
 def new_request_id() -> str:
-    """A Swift-style transaction id: random part, then the time in hex."""
-    return f"tx{secrets.token_hex(10)}-{int(time.time()):010x}"
+    """A Swift-style transaction id: random part, then the time in hex.
+
+    ``random`` (reseeded in forked children) rather than ``secrets``: an id
+    needs to be unique, not unguessable, and this runs once per request.
+    """
+    return f"tx{random.getrandbits(80):020x}-{int(time.time()):010x}"
+
+
+class SocketIO:
+    """A non-blocking stdlib socket driven by trio's I/O waits.
+
+    The operation is tried first; only ``EAGAIN`` parks the task, under a
+    timeout.  Timeouts raise :class:`TimeoutError`, socket failures
+    :class:`OSError`; the server and client map them to their own errors.
+    Shared by :mod:`node.http_client`.
+    """
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+
+    async def wait_readable(self, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            await trio.lowlevel.wait_readable(self.sock)
+            return
+        raise TimeoutError("read timed out")
+
+    async def receive_into(self, buf: memoryview, timeout: float) -> int:
+        """Read what is available into ``buf``; 0 means the peer closed."""
+        sock = self.sock
+        while True:
+            try:
+                return sock.recv_into(buf)
+            except BlockingIOError:
+                await self.wait_readable(timeout)
+
+    async def send_all(self, data: bytes | bytearray | memoryview, timeout: float) -> None:
+        sock = self.sock
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        view = memoryview(data)
+        while sent < len(view):
+            await self._wait_writable(timeout)
+            try:
+                sent += sock.send(view[sent:])
+            except BlockingIOError:
+                pass
+
+    async def send_pieces(self, pieces: list[bytes], timeout: float) -> None:
+        """Send several buffers as one stream, without joining them first."""
+        if len(pieces) == 1:
+            await self.send_all(pieces[0], timeout)
+            return
+        sock = self.sock
+        views = [memoryview(p) for p in pieces if len(p)]
+        while views:
+            try:
+                sent = sock.sendmsg(views)
+            except BlockingIOError:
+                await self._wait_writable(timeout)
+                continue
+            while views and sent >= len(views[0]):
+                sent -= len(views[0])
+                views.pop(0)
+            if sent:
+                views[0] = views[0][sent:]
+            if views:
+                await self._wait_writable(timeout)
+
+    async def _wait_writable(self, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            await trio.lowlevel.wait_writable(self.sock)
+            return
+        raise TimeoutError("send timed out")
+
+    async def linger(self, scratch: memoryview, timeout: float) -> None:
+        """Half-close, then read and drop input until EOF or ``timeout``."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        with trio.move_on_after(timeout):
+            try:
+                while await self.receive_into(scratch, timeout):
+                    pass
+            except (OSError, TimeoutError):
+                pass
+
+    def close(self) -> None:
+        trio.lowlevel.notify_closing(self.sock)
+        self.sock.close()
 
 
 class Request:
@@ -88,7 +209,7 @@ class Request:
         self.target = target
         raw_path, _, qs = target.partition("?")
         self.raw_path = raw_path
-        self.path = urllib.parse.unquote(raw_path, errors="strict")
+        self.path = urllib.parse.unquote(raw_path, errors="strict") if "%" in raw_path else raw_path
         self.query_string = qs
         self.query = dict(urllib.parse.parse_qsl(qs, keep_blank_values=True)) if qs else {}
         self.headers = headers
@@ -97,13 +218,18 @@ class Request:
         self.http_version = http_version
         cl = headers.get("content-length")
         self.content_length = int(cl) if cl is not None else None
-        self.chunked = "chunked" in (headers.get("transfer-encoding") or "").lower()
+        te = headers.get("transfer-encoding")
+        self.chunked = te is not None and "chunked" in te.lower()
         self._conn = conn
         self._body_done = conn is None or (not self.chunked and not self.content_length)
         self._broken = False
         self.bytes_in = 0
         #: free slot for handlers and middleware (auth results and the like)
         self.context: dict = {}
+
+    @property
+    def query_list(self) -> list[tuple[str, str]]:
+        return urllib.parse.parse_qsl(self.query_string, keep_blank_values=True)
 
     @property
     def has_body(self) -> bool:
@@ -113,11 +239,12 @@ class Request:
     def body_consumed(self) -> bool:
         return self._body_done
 
-    async def iter_body(self) -> AsyncIterable[bytes]:
+    async def iter_body(self) -> AsyncIterator[bytes]:
         """Yield the request body as it arrives, in chunks of at most ~1 MiB.
 
         Raises :class:`ClientDisconnected` if the client goes away or stalls
-        past the read timeout before the body is complete.
+        past the read timeout before the body is complete, and
+        :class:`BadRequest` if the body is malformed (bad chunk framing).
         """
         if self._broken:
             raise BadRequest("request body already failed")
@@ -125,20 +252,29 @@ class Request:
             return
         conn = self._conn
         assert conn is not None
-        if conn.h11.they_are_waiting_for_100_continue:
-            await conn.send_event(h11.InformationalResponse(status_code=100, headers=[]))
+        h = conn.h11
+        if h.they_are_waiting_for_100_continue:
+            await conn.send_all(h.send(h11.InformationalResponse(status_code=100, headers=[])))
+        timeout = conn.limits.read_timeout
         while True:
             try:
-                event = await conn.next_event(conn.limits.read_timeout)
+                event = h.next_event()
             except h11.RemoteProtocolError as exc:
                 self._broken = True
-                if conn.h11.trailing_data[1]:
+                if conn.peer_closed:
                     raise ClientDisconnected("peer closed mid-request") from exc
                 raise BadRequest(f"malformed body: {exc}") from exc
-            if isinstance(event, h11.Data):
+            if event is h11.NEED_DATA:
+                try:
+                    await conn.receive(timeout)
+                except ClientDisconnected:
+                    self._broken = True
+                    raise
+                continue
+            if type(event) is h11.Data:
                 self.bytes_in += len(event.data)
                 yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
+            elif type(event) is h11.EndOfMessage:
                 self._body_done = True
                 return
             else:
@@ -217,43 +353,58 @@ _REASONS = {
     412: b"Precondition Failed", 413: b"Request Entity Too Large", 416: b"Range Not Satisfiable",
     422: b"Unprocessable Entity", 429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
     499: b"Client Disconnect", 500: b"Internal Server Error", 501: b"Not Implemented",
-    503: b"Service Unavailable", 504: b"Gateway Timeout", 507: b"Insufficient Storage",
+    503: b"Service Unavailable", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
+    507: b"Insufficient Storage",
 }
 
 
 class _Connection:
     """One accepted socket and its h11 state machine."""
 
-    def __init__(self, stream: trio.SocketStream, limits: ServerLimits, client: str) -> None:
-        self.stream = stream
+    __slots__ = ("io", "h11", "limits", "client", "idle", "buf", "peer_closed", "linger")
+
+    def __init__(self, sock: socket.socket, limits: ServerLimits, client: str,
+                 buf: memoryview) -> None:
+        self.io = SocketIO(sock)
         self.limits = limits
         self.client = client
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         self.idle = True
+        #: the server's receive buffer; bytes are copied into h11 before the
+        #: next await, so every connection of a server can share it
+        self.buf = buf
+        self.peer_closed = False
+        #: close via :meth:`SocketIO.linger`: the peer may still be sending
+        self.linger = False
 
-    async def next_event(self, timeout: float) -> h11.Event | type[h11.NEED_DATA]:
-        while True:
-            event = self.h11.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            with trio.move_on_after(timeout) as scope:
-                try:
-                    data = await self.stream.receive_some(READ_SIZE)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    raise ClientDisconnected(str(exc)) from exc
-            if scope.cancelled_caught:
-                raise ClientDisconnected("read timeout")
-            self.h11.receive_data(data)
-
-    async def send_event(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
-        if data:
-            await self.send_raw(data)
-
-    async def send_raw(self, data: bytes) -> None:
+    async def receive(self, timeout: float) -> None:
+        """Feed h11 whatever arrives next, waiting up to ``timeout``."""
         try:
-            await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            n = await self.io.receive_into(self.buf, timeout)
+        except TimeoutError as exc:
+            raise ClientDisconnected("read timeout") from exc
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from exc
+        if n:
+            self.h11.receive_data(self.buf[:n])
+        else:
+            self.peer_closed = True
+            self.h11.receive_data(b"")
+
+    async def send_all(self, data: bytes) -> None:
+        try:
+            await self.io.send_all(data, self.limits.send_timeout)
+        except TimeoutError as exc:
+            raise ClientDisconnected("send timeout") from exc
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from exc
+
+    async def send_pieces(self, pieces: list[bytes]) -> None:
+        try:
+            await self.io.send_pieces(pieces, self.limits.send_timeout)
+        except TimeoutError as exc:
+            raise ClientDisconnected("send timeout") from exc
+        except OSError as exc:
             raise ClientDisconnected(str(exc)) from exc
 
 
@@ -272,39 +423,48 @@ class HTTPServer:
         self.name = name
         self.limits = limits or ServerLimits()
         self.reuse_port = reuse_port
-        self._listeners: list[trio.SocketListener] = []
-        self._connections: set[_Connection] = set()
         self._conn_scopes: dict[_Connection, trio.CancelScope] = {}
         self._closing = False
-        self._stopped = trio.Event()
         self._accept_scope: trio.CancelScope | None = None
+        self._buf = memoryview(bytearray(READ_SIZE))
 
     async def serve(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, report the bound port via ``task_status``, serve until shut down."""
-        sock = trio.socket.socket(trio.socket.AF_INET6 if ":" in self.host else trio.socket.AF_INET,
-                                  trio.socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self.reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        await sock.bind((self.host, self.port))
-        sock.listen(1024)
-        self.port = sock.getsockname()[1]
-        listener = trio.SocketListener(sock)
-        self._listeners = [listener]
-        async with trio.open_nursery() as nursery:
-            self._accept_scope = trio.CancelScope()
-            task_status.started(self.port)
-            with self._accept_scope:
-                while True:
-                    try:
-                        stream = await listener.accept()
-                    except OSError as exc:
-                        log_event(log, "http.accept_error", server=self.name, error=str(exc))
-                        await trio.sleep(0.05)
-                        continue
-                    nursery.start_soon(self._run_connection, stream)
-            await listener.aclose()
-        self._stopped.set()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        lsock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuse_port:
+                lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            lsock.setblocking(False)
+            lsock.bind((self.host, self.port))
+            lsock.listen(1024)
+            self.port = lsock.getsockname()[1]
+            async with trio.open_nursery() as nursery:
+                self._accept_scope = trio.CancelScope()
+                task_status.started(self.port)
+                with self._accept_scope:
+                    await self._accept_loop(lsock, nursery)
+                # No new connections from here on: a connect now is refused.
+                trio.lowlevel.notify_closing(lsock)
+                lsock.close()
+        finally:
+            lsock.close()
+
+    async def _accept_loop(self, lsock: socket.socket, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                sock, peer = lsock.accept()
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(lsock)
+                continue
+            except OSError as exc:
+                # EMFILE and friends: back off instead of spinning.
+                log_event(log, "http.accept_error", server=self.name, error=str(exc))
+                await trio.sleep(0.05)
+                continue
+            nursery.start_soon(self._run_connection, sock, peer)
+            await trio.lowlevel.checkpoint()
 
     async def shutdown(self) -> None:
         """Stop accepting, close idle connections, give busy ones the grace period."""
@@ -320,87 +480,120 @@ class HTTPServer:
         for scope in list(self._conn_scopes.values()):
             scope.cancel()
 
-    async def _run_connection(self, stream: trio.SocketStream) -> None:
+    async def _run_connection(self, sock: socket.socket, peer: tuple) -> None:
         try:
-            peer = stream.socket.getpeername()
-            client = f"{peer[0]}:{peer[1]}"
-            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
-            client = "?"
-        conn = _Connection(stream, self.limits, client)
+            pass
+        conn = _Connection(sock, self.limits, f"{peer[0]}:{peer[1]}", self._buf)
         scope = trio.CancelScope()
         self._conn_scopes[conn] = scope
         try:
             with scope:
                 await self._serve_requests(conn)
+            if conn.linger and not scope.cancel_called:
+                await conn.io.linger(self._buf, self.limits.linger_timeout)
         finally:
             del self._conn_scopes[conn]
-            with trio.CancelScope(shield=True):
-                with trio.move_on_after(1):
-                    await stream.aclose()
+            conn.io.close()
 
     async def _serve_requests(self, conn: _Connection) -> None:
+        h = conn.h11
+        limits = self.limits
         while not self._closing:
             conn.idle = True
-            try:
-                event = await conn.next_event(self.limits.idle_timeout)
-            except ClientDisconnected:
+            timeout = limits.idle_timeout
+            head_deadline = 0.0
+            waited = False
+            while True:
+                try:
+                    event = h.next_event()
+                except h11.RemoteProtocolError as exc:
+                    if h.trailing_data[0] or not conn.peer_closed:
+                        await self._send_error(conn, exc.error_status_hint or 400, str(exc))
+                    return
+                if event is not h11.NEED_DATA:
+                    break
+                if waited:
+                    # Part of a head arrived: the rest must follow within
+                    # read_timeout of the first byte, however it trickles.
+                    if not head_deadline:
+                        head_deadline = trio.current_time() + limits.read_timeout
+                    timeout = max(head_deadline - trio.current_time(), 0.0)
+                try:
+                    await conn.receive(timeout)
+                except ClientDisconnected:
+                    return
+                waited = True
+            if type(event) is not h11.Request:
+                # ConnectionClosed, or PAUSED after a protocol switch we refuse.
                 return
-            except h11.RemoteProtocolError as exc:
-                await self._send_error(conn, exc.error_status_hint or 400, str(exc))
-                return
-            if isinstance(event, h11.ConnectionClosed) or event is h11.NEED_DATA:
-                return
-            if not isinstance(event, h11.Request):
-                await self._send_error(conn, 400, "expected a request")
-                return
+            if not waited:
+                # A pipelined request was already buffered: let others run.
+                await trio.lowlevel.checkpoint()
             conn.idle = False
-            keep_going = await self._handle_one(conn, event)
-            if not keep_going or conn.h11.our_state is not h11.DONE:
+            if not await self._handle_one(conn, event):
                 return
-            try:
-                conn.h11.start_next_cycle()
-            except h11.LocalProtocolError:
+            if h.our_state is not h11.DONE or h.their_state is not h11.DONE:
                 return
+            h.start_next_cycle()
 
     async def _send_error(self, conn: _Connection, status: int, detail: str) -> None:
         """Best-effort error for a request h11 could not parse; always closes."""
         log_event(log, "http.bad_request", server=self.name, client=conn.client,
                   status=status, detail=detail[:200])
+        conn.linger = True
         if conn.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        body = f"{_REASONS.get(status, b'Error').decode()}: {detail}\n".encode()
-        headers = [("Content-Type", "text/plain"), ("Content-Length", str(len(body))),
-                   ("Connection", "close")]
-        raw = (f"HTTP/1.1 {status} {_REASONS.get(status, b'Error').decode()}\r\n"
-               + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n").encode() + body
+        reason = _REASONS.get(status, b"Error")
+        body = reason + b": " + detail.encode("utf-8", "replace") + b"\n"
+        raw = (b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+               b"Connection: close\r\n\r\n" % (status, reason, len(body))) + body
         try:
-            with trio.move_on_after(2):
-                await conn.send_raw(raw)
+            await conn.send_all(raw)
         except ClientDisconnected:
             pass
 
     async def _handle_one(self, conn: _Connection, event: h11.Request) -> bool:
         """Run the handler for one request; returns whether to keep the connection."""
         started = time.perf_counter()
-        if len(event.headers) > self.limits.max_header_count:
+        raw_headers = event.headers.raw_items()
+        if len(raw_headers) > self.limits.max_header_count:
             await self._send_error(conn, 431, "too many headers")
             return False
-        headers = Headers(event.headers)
-        rid = headers.get("x-trans-id") or new_request_id()
+        # h11 enforces max_header_bytes only on a head that arrives in pieces;
+        # one large read can deliver an oversized head whole.
+        head_size = len(event.target) + sum([len(k) + len(v) + 4 for k, v in raw_headers])
+        if head_size > self.limits.max_header_bytes:
+            await self._send_error(conn, 431, "request head too large")
+            return False
+        if event.http_version not in (b"1.1", b"1.0"):
+            await self._send_error(conn, 505, "only HTTP/1.0 and HTTP/1.1 are spoken here")
+            return False
+        headers = Headers(raw_headers)
+        rid = headers.get("x-trans-id")
+        if not rid or len(rid) > _MAX_REQUEST_ID:
+            rid = new_request_id()
         method = event.method.decode("ascii", "replace")
         target = event.target.decode("latin-1")
         try:
             request = Request(method, target, headers, rid, conn.client, conn,
-                              event.http_version.decode())
+                              "1.1" if event.http_version == b"1.1" else event.http_version.decode())
         except (UnicodeDecodeError, ValueError) as exc:
             await self._send_error(conn, 400, f"bad request line or headers: {exc}")
             return False
+        if request._body_done:
+            # h11 still holds the (empty) body's end; take it now so the
+            # cycle can restart without a trip through iter_body.
+            conn.h11.next_event()
         status = 500
         response: Response | None = None
+        keep = False
         try:
             try:
                 response = await self.handler(request)
+                if not isinstance(response, Response):
+                    raise TypeError(f"handler returned {type(response).__name__}, not Response")
             except BadRequest as exc:
                 response = text_response(400, f"{exc}\n")
             except ClientDisconnected:
@@ -411,23 +604,32 @@ class HTTPServer:
                 response = text_response(500, "Internal Server Error\n")
             status = response.status
             keep = await self._send_response(conn, request, response)
-            if keep and not request.body_consumed:
+            if keep and not request._body_done:
                 keep = await self._drain(conn, request)
+            if not request._body_done:
+                conn.linger = True
             return keep and not self._closing
         except ClientDisconnected:
             status = 499 if response is None else status
             return False
         finally:
-            log_event(log, "http.request", server=self.name, rid=rid, method=method,
-                      path=request.raw_path, status=status, bytes_in=request.bytes_in,
-                      bytes_out=response.bytes_out if response else 0,
-                      ms=round((time.perf_counter() - started) * 1000, 2), client=conn.client)
+            if log.isEnabledFor(logging.INFO):
+                log_event(log, "http.request", server=self.name, rid=rid, method=method,
+                          path=request.raw_path, status=status, bytes_in=request.bytes_in,
+                          bytes_out=response.bytes_out if response else 0,
+                          ms=round((time.perf_counter() - started) * 1000, 2),
+                          client=conn.client)
+
+    def _can_drain(self, request: Request) -> bool:
+        """Whether the unread rest of a body is worth reading to keep the connection."""
+        if request._broken or request._conn.h11.they_are_waiting_for_100_continue:
+            return False  # the client may never send the body; reusing would desync
+        cl = request.content_length
+        return cl is None or cl - request.bytes_in <= self.limits.max_drain_bytes
 
     async def _drain(self, conn: _Connection, request: Request) -> bool:
         """Read and drop what the handler left of the body, if it is small."""
-        if conn.h11.they_are_waiting_for_100_continue:
-            return False  # client never sent the body; reusing would desync
-        if request.content_length is not None and request.content_length > self.limits.max_drain_bytes:
+        if not self._can_drain(request):
             return False
         drained = 0
         try:
@@ -435,61 +637,95 @@ class HTTPServer:
                 drained += len(chunk)
                 if drained > self.limits.max_drain_bytes:
                     return False
-        except ClientDisconnected:
+        except (ClientDisconnected, BadRequest):
             return False
         return True
 
-    async def _send_response(self, conn: _Connection, request: Request, response: Response) -> bool:
-        headers = list(response.headers)
-        names = {k.lower() for k, _ in headers}
-        headers.append(("X-Trans-Id", request.request_id))
+    def _response_event(self, request: Request, response: Response,
+                        close: bool) -> h11.Response:
         body = response.body
-        is_head = request.method == "HEAD"
-        close = self._closing or request._broken or (
-            not request.body_consumed and conn.h11.they_are_waiting_for_100_continue)
-        if isinstance(body, (bytes, bytearray, memoryview)):
-            if "content-length" not in names and response.status not in (204, 304) and response.status >= 200:
-                headers.append(("Content-Length", str(len(body))))
-        elif response.content_length is not None and "content-length" not in names:
-            headers.append(("Content-Length", str(response.content_length)))
+        status = response.status
+        headers = encode_headers(response.headers)
+        has_length = False
+        for name, _ in headers:
+            if name.lower() == b"content-length":
+                has_length = True
+                break
+        headers.append((b"X-Trans-Id", request.request_id.encode("latin-1")))
+        if not has_length:
+            if isinstance(body, _BODY_TYPES):
+                if status >= 200 and status not in (204, 304):
+                    headers.append((b"Content-Length", b"%d" % len(body)))
+            elif response.content_length is not None:
+                headers.append((b"Content-Length", b"%d" % response.content_length))
         if close:
-            headers.append(("Connection", "close"))
-        reason = _REASONS.get(response.status, b"")
-        try:
-            await conn.send_event(h11.Response(status_code=response.status,
-                                               headers=encode_headers(headers), reason=reason))
-        except h11.LocalProtocolError as exc:
-            log_event(log, "http.bad_response", rid=request.request_id, error=str(exc))
-            return False
-        if not is_head and response.status not in (204, 304):
-            if isinstance(body, (bytes, bytearray, memoryview)):
-                if body:
-                    await conn.send_event(h11.Data(data=body))
-                    response.bytes_out = len(body)
-            else:
-                await self._send_stream(conn, response, body)
-        else:
-            await _close_iterable(body)
-        await conn.send_event(h11.EndOfMessage())
-        return not close and conn.h11.our_state is h11.DONE
+            headers.append((b"Connection", b"close"))
+        return h11.Response(status_code=status, headers=headers,
+                            reason=_REASONS.get(status, b""))
 
-    async def _send_stream(self, conn: _Connection, response: Response,
+    async def _send_response(self, conn: _Connection, request: Request, response: Response) -> bool:
+        h = conn.h11
+        close = self._closing or request._broken or (
+            not request._body_done and not self._can_drain(request))
+        try:
+            event = self._response_event(request, response, close)
+        except (h11.LocalProtocolError, UnicodeEncodeError, TypeError, ValueError) as exc:
+            # Invalid status or header (a CR/LF smuggled into a value, say):
+            # the handler's fault, so the client gets a 500, not a hang-up.
+            log_event(log, "http.bad_response", rid=request.request_id, error=str(exc))
+            await _close_iterable(response.body)
+            response.status = 500
+            response.headers = []
+            response.body = b"Internal Server Error\n"
+            response.content_length = None
+            event = self._response_event(request, response, close)
+        body = response.body
+        try:
+            head = h.send(event)
+            if request.method == "HEAD" or response.status in (204, 304):
+                await _close_iterable(body)
+                await conn.send_all(head + h.send(h11.EndOfMessage()))
+            elif isinstance(body, _BODY_TYPES):
+                pieces = h.send_with_data_passthrough(h11.Data(data=body)) if body else []
+                tail = h.send(h11.EndOfMessage())
+                if len(body) < SMALL_RESPONSE:
+                    await conn.send_all(b"".join((head, *pieces, tail)))
+                else:
+                    await conn.send_pieces([head, *pieces, tail])
+                response.bytes_out = len(body)
+            else:
+                await conn.send_all(head)
+                await self._send_stream(conn, request, response, body)
+                await conn.send_all(h.send(h11.EndOfMessage()))
+        except h11.LocalProtocolError as exc:
+            # The body did not match its Content-Length: the connection
+            # cannot be trusted any more.
+            log_event(log, "http.bad_response", rid=request.request_id, error=str(exc))
+            raise ClientDisconnected(f"response body mismatch: {exc}") from exc
+        return not close and h.our_state is h11.DONE
+
+    async def _send_stream(self, conn: _Connection, request: Request, response: Response,
                            body: AsyncIterable[bytes] | Iterable[bytes]) -> None:
+        h = conn.h11
         try:
             if hasattr(body, "__aiter__"):
                 async for chunk in body:  # type: ignore[union-attr]
                     if chunk:
-                        await conn.send_event(h11.Data(data=chunk))
+                        await conn.send_pieces(h.send_with_data_passthrough(h11.Data(data=chunk)))
                         response.bytes_out += len(chunk)
             else:
                 for chunk in body:  # type: ignore[union-attr]
                     if chunk:
-                        await conn.send_event(h11.Data(data=chunk))
+                        await conn.send_pieces(h.send_with_data_passthrough(h11.Data(data=chunk)))
                         response.bytes_out += len(chunk)
-        except h11.LocalProtocolError as exc:
-            # The body produced more or fewer bytes than its Content-Length:
-            # the connection cannot be trusted any more.
-            raise ClientDisconnected(f"response body mismatch: {exc}") from exc
+        except (ClientDisconnected, h11.LocalProtocolError):
+            raise
+        except Exception as exc:
+            # The head is out, so no 500 is possible: cut the connection and
+            # let framing (short Content-Length, missing last chunk) tell the
+            # client the body is incomplete.
+            log.exception("response body failed", extra={"rid": request.request_id})
+            raise ClientDisconnected(f"response body failed: {exc}") from exc
         finally:
             await _close_iterable(body)
 
@@ -499,5 +735,7 @@ async def _close_iterable(body: object) -> None:
     if aclose is not None:
         with trio.CancelScope(shield=True):
             await aclose()
-
-
+    else:
+        close = getattr(body, "close", None)
+        if close is not None and not isinstance(body, _BODY_TYPES):
+            close()
