@@ -1,0 +1,429 @@
+"""The object server: Swift's backend object protocol on one node's devices.
+
+Verbs on ``/<device>/<part>/<account>/<container>/<object>``:
+
+* ``PUT`` -- stream the body to ``tmp/`` in ~1 MiB batches (each batch's
+  write and md5 in one worker-thread hop), check ``Content-Length`` and the
+  ``ETag`` header (422 on mismatch), then install it durably as
+  ``<X-Timestamp>.data`` and tell the container servers; 201.
+* ``GET``/``HEAD`` -- the newest ``.data`` with ranges (single, and multiple
+  as ``multipart/byteranges``) and conditional headers; 404 (with
+  ``X-Backend-Timestamp``) when a tombstone is newest or ``X-Delete-At``
+  has passed.
+* ``POST`` -- replace user metadata with a ``.meta`` file; 202.
+* ``DELETE`` -- write a ``.ts`` tombstone; 204 if the object existed, else 404.
+
+Every write needs ``X-Timestamp`` and must be newer than what is stored,
+else 409 with the stored ``X-Backend-Timestamp`` (the proxy uses it to
+resolve races).  ``X-Backend-Replication: true`` marks a write from the
+replicator: it skips container updates and sees expired objects.
+
+ETags go out quoted (``"d41d8..."``) as Swift's swob sends them; clients
+strip the quotes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.http_server import ClientDisconnected, Request, Response, text_response
+from node.log import log_event
+from node.storage import diskfile
+from node.storage.conditional import (Multipart, evaluate_preconditions, parse_range,
+                                      satisfiable_ranges)
+from node.storage.devices import Devices, DeviceUnavailable
+from node.storage.diskfile import DiskFileError, ObjectLocation, ObjectState, ObjectWriter
+from node.storage.hashes import get_hashes
+from node.storage.httputil import HTTPError, backend_timestamp, is_true, require_timestamp
+from node.storage.metadata import MetadataError, check_metadata, header_case
+from node.storage.paths import StoragePath, hash_path, parse_replicate_path
+from node.storage.timestamp import Timestamp
+from node.storage.updates import Target, UpdateSender, parse_targets
+
+log = logging.getLogger("peerstack.storage")
+
+#: Swift's MAX_FILE_SIZE: 5 GiB plus the 2 bytes its tests use
+MAX_FILE_SIZE = 5 * (1 << 30) + 2
+#: how much request body to gather before one thread hop writes it
+WRITE_BATCH = 1 << 20
+READ_CHUNK = 1 << 20
+
+#: headers a PUT stores besides Content-Type and metadata
+STORED_HEADERS = frozenset({"content-disposition", "content-encoding", "x-delete-at",
+                            "x-object-manifest", "x-static-large-object"})
+STORED_PREFIXES = ("x-object-meta-", "x-object-sysmeta-", "x-object-transient-sysmeta-",
+                   "x-backend-")
+#: per-request control headers, never stored
+REQUEST_ONLY = frozenset({"x-backend-replication", "x-backend-timestamp", "x-backend-server"})
+OVERRIDE = "x-backend-container-update-override-"
+
+
+def _delete_at(request: Request, now: float) -> str | None:
+    """``X-Delete-At`` from the request (``X-Delete-After`` converted); 400 if bad."""
+    headers = request.headers
+    after = headers.get("x-delete-after")
+    at = headers.get("x-delete-at")
+    if after is not None:
+        try:
+            seconds = int(after)
+        except ValueError:
+            raise HTTPError(400, "Non-integer X-Delete-After") from None
+        if seconds < 0:
+            raise HTTPError(400, "X-Delete-After in past")
+        at = str(int(now + seconds))
+    if at is None:
+        return None
+    try:
+        value = int(at)
+    except ValueError:
+        raise HTTPError(400, "Non-integer X-Delete-At") from None
+    if value <= now:
+        raise HTTPError(400, "X-Delete-At in past")
+    return str(value)
+
+
+def _expired(metadata: dict[str, Any], request: Request) -> bool:
+    at = metadata.get("X-Delete-At")
+    if at is None or is_true(request.headers.get("x-backend-replication")):
+        return False
+    try:
+        return int(at) <= time.time()
+    except ValueError:
+        return False
+
+
+def _stored_headers(request: Request, keep: Callable[[str], bool]) -> dict[str, str]:
+    return {header_case(k): v for k, v in request.headers.items()
+            if keep(k) and k not in REQUEST_ONLY}
+
+
+def _put_keeps(name: str) -> bool:
+    return name in STORED_HEADERS or name.startswith(STORED_PREFIXES)
+
+
+class FileBody:
+    """Streams byte ranges of an open object, one thread hop per ~1 MiB.
+
+    A class rather than a generator so :meth:`aclose` closes the file even
+    if the response is dropped before the first chunk.
+    """
+
+    def __init__(self, obj: diskfile.OpenObject, ranges: list[tuple[int, int]],
+                 multipart: Multipart | None = None) -> None:
+        self.obj = obj
+        self.parts: list[tuple[bytes, int, int]] = []
+        for i, (start, stop) in enumerate(ranges):
+            self.parts.append((multipart.heads[i] if multipart else b"", start, stop))
+        self.tail = multipart.tail if multipart else b""
+        self._gen = self._produce()
+
+    async def _produce(self):
+        for head, start, stop in self.parts:
+            if head:
+                yield head
+            pos = start
+            while pos < stop:
+                n = min(READ_CHUNK, stop - pos)
+                chunk = await trio.to_thread.run_sync(self.obj.pread, pos, n)
+                if not chunk:
+                    raise DiskFileError("object shrank while being read")
+                pos += len(chunk)
+                yield chunk
+        if self.tail:
+            yield self.tail
+
+    def __aiter__(self) -> FileBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        await self._gen.aclose()
+        self.obj.close()
+
+
+class ObjectServer:
+    def __init__(self, devices: Devices, hash_prefix: str, hash_suffix: str,
+                 updates: UpdateSender) -> None:
+        self.devices = devices
+        self.hash_prefix = hash_prefix
+        self.hash_suffix = hash_suffix
+        self.updates = updates
+
+    async def handle(self, request: Request, sp: StoragePath) -> Response:
+        method = request.method
+        handler = {"PUT": self.put, "GET": self.get, "HEAD": self.get,
+                   "POST": self.post, "DELETE": self.delete}.get(method)
+        if handler is None:
+            return text_response(405, "Method Not Allowed\n", [("Allow", "DELETE, GET, HEAD, POST, PUT")])
+        try:
+            return await handler(request, sp)
+        except HTTPError as exc:
+            return exc.response
+        except DeviceUnavailable as exc:
+            return text_response(507, f"{exc}\n")
+
+    def _location(self, sp: StoragePath) -> ObjectLocation:
+        """Blocking: check the device and name the object's directory."""
+        device_path = self.devices.path(sp.device)
+        name_hash = hash_path(self.hash_prefix, self.hash_suffix, sp.account, sp.container, sp.obj)
+        return ObjectLocation(device_path, sp.partition, name_hash)
+
+    def _open_current(self, sp: StoragePath, request: Request
+                      ) -> tuple[ObjectLocation, ObjectState, diskfile.OpenObject | None]:
+        """Blocking: the object's state and, if it exists and is not expired, its open file.
+
+        A corrupt object is quarantined and reported as missing.
+        """
+        loc = self._location(sp)
+        for _attempt in range(2):
+            state = diskfile.read_state(loc)
+            if state.data is None:
+                return loc, state, None
+            try:
+                obj = diskfile.open_object(loc, state)
+            except FileNotFoundError:
+                continue  # replaced between listing and opening: look again
+            except DiskFileError as exc:
+                dest = diskfile.quarantine(loc)
+                log_event(log, "storage.quarantined", level=logging.ERROR, rid=request.request_id,
+                          error=str(exc), moved_to=str(dest))
+                return loc, ObjectState(), None
+            if _expired(obj.metadata, request):
+                obj.close()
+                return loc, state, None
+            return loc, state, obj
+        return loc, diskfile.read_state(loc), None
+
+    # ---- PUT -------------------------------------------------------------
+
+    async def put(self, request: Request, sp: StoragePath) -> Response:
+        headers = request.headers
+        ts = require_timestamp(request)
+        length = request.content_length
+        if length is None and not request.chunked:
+            raise HTTPError(411, "Missing Content-Length or Transfer-Encoding: chunked")
+        if length is not None and length > MAX_FILE_SIZE:
+            raise HTTPError(413, "Your request is too large.")
+        content_type = headers.get("content-type")
+        if not content_type:
+            raise HTTPError(400, "No content type")
+        try:
+            check_metadata(headers, "object")
+        except MetadataError as exc:
+            raise HTTPError(400, str(exc)) from None
+        delete_at = _delete_at(request, time.time())
+        try:
+            targets = parse_targets(headers, "container")
+        except ValueError as exc:
+            raise HTTPError(400, f"Bad container update headers: {exc}") from None
+        expected_etag = (headers.get("etag") or "").strip().strip('"').lower() or None
+        if_none_match = headers.get("if-none-match")
+
+        def prepare() -> ObjectWriter:
+            loc, state, current = self._open_current(sp, request)
+            if current is not None:
+                current.close()
+            self.devices.check_space(loc.device_path, sp.device, length or 0)
+            if state.newest is not None and state.newest >= ts:
+                raise HTTPError(409, "Conflict", backend_timestamp(state.newest))
+            if if_none_match is not None and current is not None and if_none_match.strip() == "*":
+                raise HTTPError(412, "Precondition Failed")
+            return ObjectWriter(loc)
+
+        writer = await trio.to_thread.run_sync(prepare)
+        try:
+            batch: list[bytes] = []
+            size = 0
+            async for chunk in request.iter_body():
+                batch.append(chunk)
+                size += len(chunk)
+                if size >= WRITE_BATCH:
+                    await trio.to_thread.run_sync(writer.write, batch)
+                    batch, size = [], 0
+            if batch:
+                await trio.to_thread.run_sync(writer.write, batch)
+            if length is not None and writer.size != length:
+                raise ClientDisconnected(f"got {writer.size} of {length} bytes")
+            etag = writer.md5.hexdigest()
+            if expected_etag is not None and expected_etag != etag:
+                raise HTTPError(422, "Unprocessable Entity")
+            metadata = {"name": f"/{sp.account}/{sp.container}/{sp.obj}",
+                        "X-Timestamp": ts.internal, "Content-Type": content_type,
+                        "ETag": etag, "Content-Length": str(writer.size)}
+            metadata.update(_stored_headers(request, _put_keeps))
+            if delete_at is not None:
+                metadata["X-Delete-At"] = delete_at
+            metadata.pop("X-Delete-After", None)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(writer.abort)
+            raise
+        await trio.to_thread.run_sync(writer.commit, ts, metadata)
+        if not is_true(headers.get("x-backend-replication")):
+            update = {"X-Timestamp": ts.internal, "X-Size": str(writer.size),
+                      "X-Content-Type": content_type, "X-Etag": etag}
+            for key, name in (("etag", "X-Etag"), ("size", "X-Size"), ("content-type", "X-Content-Type")):
+                override = headers.get(OVERRIDE + key)
+                if override is not None:
+                    update[name] = override
+            await self._container_update("PUT", request, sp, writer.loc, ts, targets, update)
+        return Response(201, [("ETag", f'"{etag}"'), ("Content-Length", "0")], b"")
+
+    async def _container_update(self, method: str, request: Request, sp: StoragePath,
+                                loc: ObjectLocation, ts: Timestamp, targets: list[Target],
+                                headers: dict[str, str]) -> None:
+        if not targets:
+            return
+        assert sp.container is not None and sp.obj is not None
+        await self.updates.send_or_save("container", method, targets,
+                                        [sp.account, sp.container, sp.obj], headers,
+                                        request.request_id, loc.device_path, loc.hash, ts)
+
+    # ---- GET / HEAD ------------------------------------------------------
+
+    async def get(self, request: Request, sp: StoragePath) -> Response:
+        loc, state, obj = await trio.to_thread.run_sync(self._open_current, sp, request)
+        if obj is None:
+            status = evaluate_preconditions(request.headers.get, request.method, False, None, None)
+            ts = state.newest
+            return text_response(status or 404, "" if status else "Not Found\n", backend_timestamp(ts))
+        try:
+            return self._object_response(request, obj, state)
+        except BaseException:
+            obj.close()
+            raise
+
+    def _object_response(self, request: Request, obj: diskfile.OpenObject,
+                         state: ObjectState) -> Response:
+        meta = obj.metadata
+        etag = str(meta.get("ETag", ""))
+        shown_ts = Timestamp(meta.get("X-Timestamp", obj.data_timestamp))
+        content_type = str(meta.get("Content-Type", "application/octet-stream"))
+        headers = [("Content-Type", content_type), ("ETag", f'"{etag}"'),
+                   ("Last-Modified", shown_ts.http_date), ("X-Timestamp", shown_ts.normal),
+                   ("X-Backend-Timestamp", shown_ts.internal),
+                   ("X-Backend-Data-Timestamp", obj.data_timestamp.internal),
+                   ("Accept-Ranges", "bytes")]
+        for key, value in meta.items():
+            lk = key.lower()
+            if lk in STORED_HEADERS or lk.startswith(STORED_PREFIXES):
+                headers.append((key, str(value)))
+        status = evaluate_preconditions(request.headers.get, request.method, True, etag, shown_ts)
+        if status is not None:
+            obj.close()
+            return Response(status, headers, b"")
+        size = obj.size
+        ranges = parse_range(request.headers.get("range")) if size else None
+        if ranges is not None:
+            wanted = satisfiable_ranges(ranges, size)
+            if not wanted:
+                obj.close()
+                return text_response(416, "Requested Range Not Satisfiable\n",
+                                     [("Content-Range", f"bytes */{size}"), *headers[1:]])
+            if len(wanted) == 1:
+                start, stop = wanted[0]
+                headers.append(("Content-Range", f"bytes {start}-{stop - 1}/{size}"))
+                return self._body(request, obj, 206, headers, wanted, None, stop - start)
+            multipart = Multipart(wanted, size, content_type)
+            headers[0] = ("Content-Type", multipart.content_type)
+            return self._body(request, obj, 206, headers, wanted, multipart, multipart.content_length)
+        return self._body(request, obj, 200, headers, [(0, size)], None, size)
+
+    def _body(self, request: Request, obj: diskfile.OpenObject, status: int,
+              headers: list[tuple[str, str]], ranges: list[tuple[int, int]],
+              multipart: Multipart | None, length: int) -> Response:
+        headers.append(("Content-Length", str(length)))
+        if request.method == "HEAD":
+            obj.close()
+            return Response(status, headers, b"")
+        return Response(status, headers, FileBody(obj, ranges, multipart), content_length=length)
+
+    # ---- POST ------------------------------------------------------------
+
+    async def post(self, request: Request, sp: StoragePath) -> Response:
+        ts = require_timestamp(request)
+        try:
+            check_metadata(request.headers, "object")
+        except MetadataError as exc:
+            raise HTTPError(400, str(exc)) from None
+        delete_at = _delete_at(request, time.time())
+
+        def apply() -> None:
+            loc, state, obj = self._open_current(sp, request)
+            if obj is None:
+                raise HTTPError(404, "Not Found", backend_timestamp(state.newest))
+            obj.close()
+            assert state.newest is not None
+            current = max(state.newest, state.meta[0]) if state.meta else state.newest
+            if current >= ts:
+                raise HTTPError(409, "Conflict", backend_timestamp(current))
+            metadata = {"name": f"/{sp.account}/{sp.container}/{sp.obj}", "X-Timestamp": ts.internal}
+            metadata.update(_stored_headers(request, diskfile.is_post_metadata))
+            metadata.pop("X-Delete-At", None)
+            if delete_at is not None:
+                metadata["X-Delete-At"] = delete_at
+            diskfile.write_marker(loc, ts, "meta", metadata)
+
+        await trio.to_thread.run_sync(apply)
+        return text_response(202, "Accepted\n")
+
+    # ---- DELETE ----------------------------------------------------------
+
+    async def delete(self, request: Request, sp: StoragePath) -> Response:
+        ts = require_timestamp(request)
+        try:
+            targets = parse_targets(request.headers, "container")
+        except ValueError as exc:
+            raise HTTPError(400, f"Bad container update headers: {exc}") from None
+        if_delete_at = request.headers.get("x-if-delete-at")
+
+        def apply() -> tuple[ObjectLocation, bool]:
+            loc, state, obj = self._open_current(sp, request)
+            existed = obj is not None
+            delete_at = None
+            if obj is not None:
+                delete_at = obj.metadata.get("X-Delete-At")
+                obj.close()
+            if if_delete_at is not None and (not existed or str(delete_at) != if_delete_at.strip()):
+                raise HTTPError(412, "X-If-Delete-At mismatch")
+            if state.newest is not None and state.newest >= ts:
+                raise HTTPError(409, "Conflict", backend_timestamp(state.newest))
+            diskfile.write_marker(loc, ts, "ts", {"name": f"/{sp.account}/{sp.container}/{sp.obj}",
+                                                  "X-Timestamp": ts.internal})
+            return loc, existed
+
+        loc, existed = await trio.to_thread.run_sync(apply)
+        if not is_true(request.headers.get("x-backend-replication")):
+            await self._container_update("DELETE", request, sp, loc, ts, targets,
+                                         {"X-Timestamp": ts.internal})
+        status = 204 if existed else 404
+        return text_response(status, "" if existed else "Not Found\n", backend_timestamp(ts))
+
+    # ---- REPLICATE -------------------------------------------------------
+
+    async def replicate(self, request: Request) -> Response:
+        """``{suffix: md5}`` for a partition; suffixes in the path are recalculated first."""
+        try:
+            device, partition, suffixes = parse_replicate_path(request.path)
+        except ValueError as exc:
+            return text_response(400, f"{exc}\n")
+
+        def run() -> dict[str, str]:
+            part_dir: Path = self.devices.path(device) / "objects" / str(partition)
+            return get_hashes(part_dir, suffixes)
+
+        try:
+            hashes = await trio.to_thread.run_sync(run)
+        except DeviceUnavailable as exc:
+            return text_response(507, f"{exc}\n")
+        return Response(200, [("Content-Type", "application/json")],
+                        json.dumps(hashes, sort_keys=True).encode())

@@ -1,0 +1,138 @@
+"""Telling the layer above about a change: object -> container -> account.
+
+After an object PUT or DELETE the object server tells the container
+servers named in the request (``X-Container-Host`` / ``-Device`` /
+``-Partition``) so the listing shows it; container servers tell account
+servers (``X-Account-*``) about their totals the same way.  An update that
+fails is never lost: it is written as an *async pending* record for the
+updater (``replicator/``) to retry.
+
+Async pending records are JSON files, written atomically (tmp, fsync,
+rename, fsync dir) on the device that holds the thing that changed::
+
+    <device>/async_pending/<hash[-3:]>/<hash>-<timestamp>
+
+    {"kind": "container",          # an object row for a container server
+                                   # ("account": a container row for an account server)
+     "op": "PUT",                  # or "DELETE"
+     "account": "a", "container": "c", "obj": "o",   # obj is null for kind "account"
+     "headers": {"X-Timestamp": "...", "X-Size": "...", ...},  # exactly what to send
+     "targets": [{"host": "127.0.0.1", "port": 6201, "device": "d1", "partition": 7}],
+     "created": "1700000000.12345"}
+
+``targets`` are the peers that did not answer 2xx; an updater may also ask
+the ring for the current ones.  A newer update for the same thing replaces
+nothing: each has its own timestamp in the file name, and the receiving
+server keeps the newest row whatever order they arrive in.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import trio
+
+from node.headers import Headers
+from node.http_client import BackendError, HTTPClient, Timeouts
+from node.log import log_event
+from node.storage.fsutil import atomic_write_json
+from node.storage.timestamp import Timestamp
+
+log = logging.getLogger("peerstack.storage")
+
+#: updates sit on the client's critical path: fail fast, leave it to the updater
+UPDATE_TIMEOUTS = Timeouts(connect=0.5, node=3.0)
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    device: str
+    partition: int
+
+
+def parse_targets(headers: Headers, kind: str) -> list[Target]:
+    """Targets from ``X-<kind>-Host`` (``ip:port`` list), ``-Device`` (list), ``-Partition``.
+
+    Returns ``[]`` when the headers are absent; raises ValueError when they
+    are present but do not line up.
+    """
+    hosts = headers.get(f"x-{kind}-host")
+    if not hosts:
+        return []
+    devices = [d.strip() for d in (headers.get(f"x-{kind}-device") or "").split(",")]
+    host_list = [h.strip() for h in hosts.split(",")]
+    partition = int(headers.get(f"x-{kind}-partition") or "")
+    if len(devices) != len(host_list) or partition < 0:
+        raise ValueError(f"X-{kind}-Host and X-{kind}-Device do not match")
+    targets = []
+    for hostport, device in zip(host_list, devices):
+        host, _, port = hostport.rpartition(":")
+        targets.append(Target(host.strip("[]"), int(port), device, partition))
+    return targets
+
+
+def write_async_pending(device_path: Path, name_hash: str, timestamp: Timestamp,
+                        record: dict) -> Path:
+    """Durably store an update that could not be delivered (blocking)."""
+    path = device_path / "async_pending" / name_hash[-3:] / f"{name_hash}-{timestamp.internal}"
+    atomic_write_json(path, record, device_path / "tmp", device_path)
+    return path
+
+
+class UpdateSender:
+    """Sends row updates to peers over the signed internal client."""
+
+    def __init__(self, client: HTTPClient, timeouts: Timeouts = UPDATE_TIMEOUTS) -> None:
+        self.client = client
+        self.timeouts = timeouts
+
+    async def send(self, method: str, targets: list[Target], names: list[str],
+                   headers: dict[str, str], rid: str) -> dict[Target, int | None]:
+        """Send to every target at once; each target's status (None: unreachable)."""
+        statuses: dict[Target, int | None] = {}
+
+        async def one(t: Target) -> None:
+            path = "/" + "/".join([t.device, str(t.partition), *names])
+            target = urllib.parse.quote(path, safe="/")
+            try:
+                resp = await self.client.request(method, t.host, t.port, target,
+                                                 [*headers.items(), ("X-Trans-Id", rid)],
+                                                 timeouts=self.timeouts)
+                statuses[t] = resp.status
+                error = "" if 200 <= resp.status < 300 else f"status {resp.status}"
+            except BackendError as exc:
+                statuses[t] = None
+                error = str(exc)
+            if error:
+                log_event(log, "storage.update_failed", level=logging.WARNING, rid=rid,
+                          peer=f"{t.host}:{t.port}/{t.device}", path=path, error=error)
+
+        async with trio.open_nursery() as nursery:
+            for t in targets:
+                nursery.start_soon(one, t)
+        return statuses
+
+    async def send_or_save(self, kind: str, method: str, targets: list[Target],
+                           names: list[str], headers: dict[str, str], rid: str,
+                           device_path: Path, name_hash: str,
+                           timestamp: Timestamp) -> dict[Target, int | None]:
+        """:meth:`send`, and record an async pending for whatever failed."""
+        statuses = await self.send(method, targets, names, headers, rid)
+        failed = [t for t, status in statuses.items() if status is None or not 200 <= status < 300]
+        if failed:
+            record = {
+                "kind": kind, "op": method, "account": names[0],
+                "container": names[1] if len(names) > 1 else None,
+                "obj": names[2] if len(names) > 2 else None,
+                "headers": headers, "targets": [asdict(t) for t in failed],
+                "created": Timestamp.now().internal,
+            }
+            path = await trio.to_thread.run_sync(write_async_pending, device_path, name_hash,
+                                                 timestamp, record)
+            log_event(log, "storage.async_pending", rid=rid, path=str(path), kind=kind)
+        return statuses
