@@ -1,0 +1,24 @@
+"""Mounting the public API on a node.
+
+``tools`` calls :func:`install` when it composes a node: the node's public
+port then serves the Swift v1 API, backed by a :class:`ClusterClient` that
+uses the node's signed internal client.
+"""
+
+from __future__ import annotations
+
+from node.cluster_client import ClusterClient
+from node.daemon import Node
+from proxy.auth import SwiftAuth
+from proxy.swift_api import SwiftAPI
+from proxy.users import UserStore
+
+
+def build_swift_api(node: Node) -> SwiftAPI:
+    cc = ClusterClient(node.config, node.cluster, node.client)
+    return SwiftAPI(cc, SwiftAuth(node.cluster, UserStore(cc, node.cluster)))
+
+
+def install(node: Node) -> None:
+    """Serve the Swift v1 API (``/auth/v1.0``, ``/info``, ``/v1/...``) on the public port."""
+    node.public_handler = build_swift_api(node)
