@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 SIG_HEADER = "X-Peerstack-Signature"
 TS_HEADER = "X-Peerstack-Timestamp"
@@ -28,13 +30,17 @@ def _mac(secret: bytes, method: str, target: str, ts: str, nonce: str) -> str:
 
 
 class RequestSigner:
-    """Makes the signature headers for outgoing internal requests."""
+    """Makes the signature headers for outgoing internal requests.
 
-    def __init__(self, secret: bytes) -> None:
+    ``clock`` returns the current Unix time; tests pass a fake one.
+    """
+
+    def __init__(self, secret: bytes, clock: Callable[[], float] = time.time) -> None:
         self._secret = secret
+        self._clock = clock
 
     def __call__(self, method: str, target: str) -> list[tuple[str, str]]:
-        ts = f"{time.time():.6f}"
+        ts = f"{self._clock():.6f}"
         nonce = secrets.token_hex(12)
         return [(TS_HEADER, ts), (NONCE_HEADER, nonce),
                 (SIG_HEADER, _mac(self._secret, method, target, ts, nonce))]
@@ -47,12 +53,25 @@ class SignatureVerifier:
     check, so memory is bounded by the request rate times ``2 * max_skew``.
     """
 
-    def __init__(self, secret: bytes, max_skew: float = 60.0) -> None:
+    #: beyond this many remembered nonces the oldest are forgotten early, so
+    #: a flood cannot exhaust memory (at the price of replay protection for
+    #: the forgotten ones)
+    max_remembered = 1_000_000
+
+    def __init__(self, secret: bytes, max_skew: float = 60.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self._secret = secret
         self.max_skew = max_skew
+        self._clock = clock
         self._seen: OrderedDict[str, float] = OrderedDict()
 
-    def verify(self, method: str, target: str, get_header) -> str | None:
+    @property
+    def remembered(self) -> int:
+        """How many nonces are currently kept for replay detection."""
+        return len(self._seen)
+
+    def verify(self, method: str, target: str,
+               get_header: Callable[[str], str | None]) -> str | None:
         """Return ``None`` if the request is authentic, else the reason it is not."""
         sig = get_header(SIG_HEADER)
         ts = get_header(TS_HEADER)
@@ -63,11 +82,14 @@ class SignatureVerifier:
             sent = float(ts)
         except ValueError:
             return "bad timestamp"
-        now = time.time()
+        if not math.isfinite(sent):
+            return "bad timestamp"
+        now = self._clock()
         if abs(now - sent) > self.max_skew:
             return "stale request"
         expected = _mac(self._secret, method, target, ts, nonce)
-        if not hmac.compare_digest(expected, sig):
+        # Bytes, not str: compare_digest refuses non-ASCII str (a junk header).
+        if not hmac.compare_digest(expected.encode(), sig.encode("utf-8", "surrogateescape")):
             return "bad signature"
         self._expire(now)
         if nonce in self._seen:
@@ -80,6 +102,6 @@ class SignatureVerifier:
         seen = self._seen
         while seen:
             nonce, sent = next(iter(seen.items()))
-            if sent >= horizon and len(seen) < 1_000_000:
+            if sent >= horizon and len(seen) < self.max_remembered:
                 break
             seen.popitem(last=False)
