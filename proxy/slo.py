@@ -188,8 +188,9 @@ async def put_manifest(call: SwiftCall, base_headers: list[tuple[str, str]]) -> 
     headers = [(k, v) for k, v in base_headers if k.lower() not in ("etag", "content-length")]
     headers += [("X-Static-Large-Object", "True"), ("X-Object-Sysmeta-Slo-Etag", etag),
                 ("X-Object-Sysmeta-Slo-Size", str(size)),
-                ("X-Object-Sysmeta-Container-Update-Override-Etag", f"{etag}; slo_etag={etag}"),
-                ("X-Object-Sysmeta-Container-Update-Override-Size", str(size))]
+                # The listing shows the whole's ETag and size, not the manifest's.
+                ("X-Backend-Container-Update-Override-Etag", etag),
+                ("X-Backend-Container-Update-Override-Size", str(size))]
     status, resp_headers = await call.cc.put_object(call.account, call.container or "", call.obj or "",
                                                     headers, body, len(body))
     if status // 100 != 2:

@@ -55,7 +55,12 @@ class ReadResult:
     stored: Headers
 
     def response(self) -> Response:
-        return Response(self.status, self.headers, self.body, content_length=self.content_length)
+        headers = self.headers
+        if isinstance(self.body, bytes) and self.content_length is not None \
+                and len(self.body) != self.content_length:
+            # A HEAD: no body, but the length the GET would have.
+            headers = headers + [("Content-Length", str(self.content_length))]
+        return Response(self.status, headers, self.body, content_length=self.content_length)
 
     async def aclose(self) -> None:
         aclose = getattr(self.body, "aclose", None)
@@ -142,7 +147,6 @@ async def open_for_read(call: SwiftCall, account: str, container: str, obj: str,
         return error(resp.status)
     length = stored.get("content-length")
     headers = [h for h in headers if h[0].lower() != "content-length"]
-    headers.append(("Accept-Ranges", "bytes"))
     body: AsyncIterable[bytes] | bytes = _guard_backend(resp) if method == "GET" else b""
     if method != "GET":
         await resp.aclose()
@@ -185,10 +189,8 @@ async def _manifest_as_stored(call: SwiftCall, resp, method: str) -> ReadResult 
 
 
 def _large_headers(stored: Headers, etag: str, extra: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    drop = {"content-length", "etag", "content-range", "x-object-manifest"}
+    drop = {"content-length", "etag", "content-range", "accept-ranges"}
     headers = [h for h in client_headers(stored) if h[0].lower() not in drop]
-    if stored.get("x-object-manifest"):
-        headers.append(("X-Object-Manifest", stored["x-object-manifest"]))
     return headers + [("Etag", f'"{etag}"'), ("Accept-Ranges", "bytes")] + extra
 
 
