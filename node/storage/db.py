@@ -306,6 +306,8 @@ class DatabaseBroker:
                 for row in rows:
                     name = row[0]
                     marker = name
+                    if q.path is not None and name == prefix:
+                        continue  # the directory marker itself is not its own child
                     end = name.find(delimiter, len(prefix)) if delimiter else -1
                     if end < 0:
                         results.append(row)
