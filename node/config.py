@@ -88,6 +88,34 @@ class Membership:
 
 
 @dataclass
+class Replicator:
+    """Background consistency: replicators, auditors, updater, expirer (``[replicator]``).
+
+    Intervals are the pause between the end of one pass and the start of the
+    next; ``0`` bytes/s means unlimited.
+    """
+
+    enabled: bool = True
+    #: object and database replication passes
+    interval: float = 30.0
+    #: partitions (or databases) replicated at the same time
+    concurrency: int = 4
+    #: how fast one node pushes object bytes to its peers
+    bytes_per_second: int = 100 << 20
+    connect_timeout: float = 2.0
+    node_timeout: float = 20.0
+    #: a peer this many rows behind a database gets a full copy instead of rows
+    db_max_diff_rows: int = 50_000
+    #: object and database auditor: pause between passes and read rate
+    audit_interval: float = 300.0
+    audit_bytes_per_second: int = 20 << 20
+    #: async pending updates
+    update_interval: float = 30.0
+    #: X-Delete-At sweeps
+    expire_interval: float = 300.0
+
+
+@dataclass
 class NodeConfig:
     cluster_file: str = "cluster.toml"
     node_id: str = ""
@@ -101,6 +129,7 @@ class NodeConfig:
     internal: Listen = field(default_factory=lambda: Listen(port=6200))
     storage: Storage = field(default_factory=Storage)
     membership: Membership = field(default_factory=Membership)
+    replicator: Replicator = field(default_factory=Replicator)
     #: path of this file, so relative paths resolve against it
     source: str = ""
 
