@@ -16,7 +16,8 @@ rename, fsync dir) on the device that holds the thing that changed::
                                    # ("account": a container row for an account server)
      "op": "PUT",                  # or "DELETE"
      "account": "a", "container": "c", "obj": "o",   # obj is null for kind "account"
-     "headers": {"X-Timestamp": "...", "X-Size": "...", ...},  # exactly what to send
+     "headers": {"X-Backend-Server": "container", "X-Timestamp": "...",
+                 "X-Size": "...", ...},   # exactly what to send
      "targets": [{"host": "127.0.0.1", "port": 6201, "device": "d1", "partition": 7}],
      "created": "1700000000.12345"}
 
@@ -121,7 +122,12 @@ class UpdateSender:
                            names: list[str], headers: dict[str, str], rid: str,
                            device_path: Path, name_hash: str,
                            timestamp: Timestamp) -> dict[Target, int | None]:
-        """:meth:`send`, and record an async pending for whatever failed."""
+        """:meth:`send`, and record an async pending for whatever failed.
+
+        ``kind`` (``container`` or ``account``) is the server that takes the
+        row; it goes out as ``X-Backend-Server``.
+        """
+        headers = {**headers, "X-Backend-Server": kind}
         statuses = await self.send(method, targets, names, headers, rid)
         failed = [t for t, status in statuses.items() if status is None or not 200 <= status < 300]
         if failed:
