@@ -243,8 +243,7 @@ def test_slo_put_get_ranges_delete(cluster, admin):
     raw = client.get(f"{url}/slo/big", params={"multipart-manifest": "get", "format": "raw"}).json()
     assert [m["path"] for m in raw] == [p for p, *_ in segs]
     listing = {row["name"]: row for row in client.get(f"{url}/slo", params={"format": "json"}).json()}
-    if "big" in listing:
-        assert listing["big"]["bytes"] == len(whole)
+    assert listing["big"]["bytes"] == len(whole) and listing["big"]["hash"] == expected_etag
     r = client.delete(f"{url}/slo/big", params={"multipart-manifest": "delete"},
                       headers={"Accept": "application/json"})
     assert r.status_code == 200 and r.json()["Number Deleted"] == 4
@@ -286,9 +285,12 @@ def test_dlo(cluster, admin):
     r = client.put(f"{url}/dlo/whole", content=b"", headers={"X-Object-Manifest": "dlo/parts/"})
     assert r.status_code == 201
     got = client.get(f"{url}/dlo/whole")
-    if got.content:  # the segment listing is eventually consistent
-        assert got.content == b"".join(parts)
-        assert client.get(f"{url}/dlo/whole", headers={"Range": "bytes=3-8"}).content == b"".join(parts)[3:9]
+    whole = b"".join(parts)
+    assert got.content == whole
+    assert got.headers["Etag"].strip('"') == hashlib.md5(
+        "".join(hashlib.md5(p).hexdigest() for p in parts).encode()).hexdigest()
+    assert client.head(f"{url}/dlo/whole").headers["Content-Length"] == str(len(whole))
+    assert client.get(f"{url}/dlo/whole", headers={"Range": "bytes=3-8"}).content == whole[3:9]
     assert client.put(f"{url}/dlo/bad", content=b"", headers={"X-Object-Manifest": "nocontainer"}).status_code == 400
 
 
