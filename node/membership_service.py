@@ -48,7 +48,7 @@ from node.http_client import BackendError, Timeouts
 from node.http_server import BadRequest, Request, Response, text_response
 from node.log import log_event
 from node.membership import (
-    ALIVE, DEAD, REPLY_MAC_HEADER, RING_TYPES, MembershipTable, NodeInfo, check_membership_config,
+    DEAD, REPLY_MAC_HEADER, RING_TYPES, MembershipTable, NodeInfo, check_membership_config,
     check_reply_mac, cluster_hash, device_capacities, free_resources, local_info, parse_hostport,
     reply_mac,
 )

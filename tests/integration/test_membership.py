@@ -17,9 +17,11 @@ from pathlib import Path
 
 import trio
 
-from node.config import ClusterConfig, Listen, Membership, NodeConfig, Storage, load_cluster_config
+from node.config import (
+    ClusterConfig, Listen, Membership, NodeConfig, Storage, dump_toml, load_cluster_config,
+)
 from node.daemon import Node
-from node.gossip_files import RingStore
+from node.http_client import HTTPClient
 from node.membership_service import MembershipService, install
 from ring.builder import RingBuilder
 from ring.devices import Device
@@ -216,7 +218,6 @@ async def test_newer_ring_spreads_and_tampered_or_foreign_rings_are_refused(tmp_
             assert resp.status == want, (want, resp.status, resp.body)
         await until(lambda: converged_version(cluster, 3), "pushed version 3 everywhere")
         # An unsigned request is refused before any of this code runs.
-        from node.http_client import HTTPClient
         unsigned = HTTPClient()
         try:
             resp = await unsigned.request("POST", host, port, "/cluster/ring/object",
@@ -297,7 +298,6 @@ async def test_auto_join_false_waits_for_the_operator_and_ring_push(tmp_path):
 
 def write_node_toml(cfg: NodeConfig, path: Path) -> Path:
     """The node file an operator would have for ``cfg`` (what the commands read)."""
-    from node.config import dump_toml
     path.write_text(dump_toml({
         "cluster_file": cfg.cluster_file, "node_id": cfg.node_id, "ring_dir": str(cfg.rings_path),
         "internal": {"host": cfg.internal.host, "port": cfg.internal.port},
@@ -382,5 +382,5 @@ async def test_two_stewards_after_a_partition_heal_converge_on_one_ring(tmp_path
                     "one ring with every node", timeout=20)
         final = cluster.nodes["node0"][1].store.states["object"]
         assert final.version > max(a.version, b.version)
-        assert len({RingStore.ring_path(svc.store, "object").read_bytes()
+        assert len({svc.store.ring_path("object").read_bytes()
                     for svc in cluster.services()}) == 1

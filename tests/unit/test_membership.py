@@ -13,7 +13,6 @@ from node.membership import (
     check_reply_mac, cluster_hash, newest, reply_mac,
 )
 from ring.builder import RingBuilder
-from ring.devices import Device
 from ring.errors import RingSignatureError
 from ring.ringfile import load_ring, serialize_ring
 
