@@ -17,6 +17,7 @@ import proxy.app
 from node.config import ConfigError, NodeConfig, load_cluster_config, load_node_config
 from node.daemon import Node
 from node.log import setup_logging
+from node.membership_service import install as install_membership
 from node.storage import StorageServer
 
 
@@ -30,6 +31,7 @@ def compose(config: NodeConfig) -> Node:
     node = Node(config, cluster)
     node.internal_default = StorageServer(config, node.client)
     proxy.app.install(node)
+    install_membership(node)
     return node
 
 

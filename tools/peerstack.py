@@ -18,6 +18,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("cluster", "init"): ("tools.cluster_init", "make a new cluster: id, secret, hash salts, admin"),
     ("node", "run"): ("tools.node_run", "run this node's daemon (both ports, all services)"),
     ("demo",): ("tools.demo", "start (or stop) a 3-node demo cluster on loopback under ./var/demo"),
+    ("status",): ("tools.status", "this node's view of the cluster: members, states, ring versions"),
+    ("ring", "push"): ("tools.ring_push", "push a signed ring (and --builder) to every known node"),
     ("user", "add"): ("tools.user_cmd", "add a user (project:user) and print its credentials"),
     ("bench", "http"): ("tools.bench_http", "HTTP core vs hypercorn: small GET req/s, 256 MiB PUT/GET"),
     ("bench", "ring"): ("tools.bench_ring", "ring builder vs Swift's RingBuilder"),
