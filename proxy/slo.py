@@ -30,7 +30,8 @@ from node.headers import Headers
 from node.http_server import Response
 from node.storage.timestamp import Timestamp
 from proxy.bulk import BulkResult, delete_paths
-from proxy.segments import Segment
+from proxy.segments import Segment, SegmentError
+from proxy.swift_authz import authorize
 from proxy.swift_call import SwiftCall
 from proxy.swift_responses import error, status_line
 
@@ -52,8 +53,8 @@ SLO_ETAG = "x-object-sysmeta-slo-etag"
 SLO_SIZE = "x-object-sysmeta-slo-size"
 
 
-class ManifestError(Exception):
-    """The stored manifest is not one this proxy can read."""
+class ManifestError(SegmentError):
+    """The stored manifest is not one this proxy can read (or a caller may not read)."""
 
 
 def is_slo(headers: Headers) -> bool:
@@ -142,11 +143,15 @@ async def put_manifest(call: SwiftCall, base_headers: list[tuple[str, str]]) -> 
 
     entries: list[dict | None] = [None] * len(items)
     errors: list[tuple[int, str]] = []
+    checked: dict[str, Response | None] = {}
     limiter = trio.Semaphore(HEAD_CONCURRENCY)
 
     async def check(i: int, item: dict) -> None:
         container, obj = split_segment_path(item["path"])  # type: ignore[misc]
         async with limiter:
+            if await may_read_segments(call, container, checked) is not None:
+                errors.append((i, f"{item['path']}, {status_line(403 if call.identity else 401)}"))
+                return
             seg = await head_view(call, call.account, container, obj)
         if seg is None:
             errors.append((i, f"{item['path']}, 404 Not Found"))
@@ -202,6 +207,22 @@ async def put_manifest(call: SwiftCall, base_headers: list[tuple[str, str]]) -> 
     return Response(201, out + [("Content-Type", "text/html; charset=UTF-8")], b"", content_length=0)
 
 
+async def may_read_segments(call: SwiftCall, container: str,
+                            checked: dict[str, Response | None]) -> Response | None:
+    """A caller who is not the owner must be allowed to read every segment container.
+
+    Otherwise a write grant on one container plus a manifest would read any
+    other container of the account.  Temp URLs are signed by the owner and
+    so reach the owner's segments.  ``checked`` remembers answers per
+    container for one request.
+    """
+    if call.owner or call.tempurl:
+        return None
+    if container not in checked:
+        checked[container] = await authorize(call, call.account, container, write=False)
+    return checked[container]
+
+
 async def head_view(call: SwiftCall, account: str, container: str, obj: str):
     """``(status, headers, etag, size)`` of an object as a client HEAD would see it.
 
@@ -233,14 +254,18 @@ async def read_manifest(call: SwiftCall, account: str, container: str, obj: str)
     return parse_manifest(b"".join(parts))
 
 
-async def iter_segments(call: SwiftCall, entries: list[dict], depth: int = 0) -> AsyncIterator[Segment]:
+async def iter_segments(call: SwiftCall, entries: list[dict], depth: int = 0,
+                        checked: dict[str, Response | None] | None = None) -> AsyncIterator[Segment]:
     """The flat segment list, following nested manifests lazily."""
+    checked = {} if checked is None else checked
     for entry in entries:
         where = split_segment_path(urllib.parse.unquote(entry["name"]) if "%" in entry["name"]
                                    else entry["name"])
         if where is None:
             raise ManifestError(f"bad segment name {entry['name']!r}")
         container, obj = where
+        if await may_read_segments(call, container, checked) is not None:
+            raise ManifestError(f"/{container}/{obj}, access denied")
         span = (0, int(entry["bytes"]) - 1)
         if "range" in entry:
             parsed = _parse_range(entry["range"], int(entry["bytes"]))
@@ -251,7 +276,7 @@ async def iter_segments(call: SwiftCall, entries: list[dict], depth: int = 0) ->
             if depth >= MAX_NESTING:
                 raise ManifestError("too many levels of nested manifests")
             sub = await read_manifest(call, call.account, container, obj)
-            async for seg in _clip(iter_segments(call, sub, depth + 1), span):
+            async for seg in _clip(iter_segments(call, sub, depth + 1, checked), span):
                 yield seg
             continue
         yield Segment(container, obj, span[1] - span[0] + 1, entry["hash"], span[0])

@@ -72,6 +72,8 @@ def check_container_name(name: str) -> Refusal | None:
         return Refusal(400, f"Container name length of {length} longer than {MAX_CONTAINER_NAME_LENGTH}")
     if "/" in name:
         return Refusal(400, "Container name cannot contain slashes")
+    if name in (".", ".."):
+        return Refusal(400, "Container name cannot be . or ..")
     return None
 
 

@@ -165,6 +165,13 @@ def test_other_accounts_and_acls(cluster, admin):
     assert httpx.get(f"{url}/private").status_code == 401  # no .rlistings
     assert alice.put(f"{url}/private/x", content=b"from alice").status_code == 201
     assert client.post(f"{url}/private", headers={"X-Container-Write": ".r:*"}).status_code == 400
+    # A write grant does not let a manifest reach containers alice cannot read.
+    client.put(f"{url}/hidden")
+    client.put(f"{url}/hidden/seg", content=b"hidden bytes")
+    sneaky = json.dumps([{"path": "/hidden/seg", "etag": None, "size_bytes": None}])
+    r = alice.put(f"{url}/private/sneaky", params={"multipart-manifest": "put"}, content=sneaky)
+    assert r.status_code == 400 and "403" in r.text
+    assert client.head(f"{url}/private/sneaky").status_code == 404
     alice.close()
 
 
