@@ -283,10 +283,15 @@ class ObjectWriter:
         self.size = 0
 
     def write(self, chunks: list[bytes]) -> None:
+        """Append ``chunks`` to the file (not hashed: see :meth:`hash`)."""
         for chunk in chunks:
             _write_all(self.fd, chunk)
-            self.md5.update(chunk)
             self.size += len(chunk)
+
+    def hash(self, chunks: list[bytes]) -> None:
+        """Feed ``chunks`` to the md5; may run in another thread while :meth:`write` does."""
+        for chunk in chunks:
+            self.md5.update(chunk)
 
     def commit(self, timestamp: Timestamp, metadata: dict[str, Any]) -> ObjectState:
         try:

@@ -108,6 +108,39 @@ def _put_keeps(name: str) -> bool:
     return name in STORED_HEADERS or name.startswith(STORED_PREFIXES)
 
 
+async def _receive_into(request: Request, writer: ObjectWriter) -> None:
+    """Stream the request body into ``writer``, ~1 MiB per worker-thread hop.
+
+    Network, disk and md5 overlap: while one batch is written in one
+    thread and hashed in another (both release the GIL; done one after the
+    other they are the bottleneck on this hardware), the next batch is
+    received.  The channel holds one batch, so at most about three batches
+    are in memory at once.
+    """
+    send, receive = trio.open_memory_channel[list[bytes]](1)
+
+    async def write_batches() -> None:
+        async with receive:
+            async for batch in receive:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(trio.to_thread.run_sync, writer.hash, batch)
+                    await trio.to_thread.run_sync(writer.write, batch)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write_batches)
+        async with send:
+            batch: list[bytes] = []
+            size = 0
+            async for chunk in request.iter_body():
+                batch.append(chunk)
+                size += len(chunk)
+                if size >= WRITE_BATCH:
+                    await send.send(batch)
+                    batch, size = [], 0
+            if batch:
+                await send.send(batch)
+
+
 class FileBody:
     """Streams byte ranges of an open object, one thread hop per ~1 MiB.
 
@@ -241,16 +274,7 @@ class ObjectServer:
 
         writer = await trio.to_thread.run_sync(prepare)
         try:
-            batch: list[bytes] = []
-            size = 0
-            async for chunk in request.iter_body():
-                batch.append(chunk)
-                size += len(chunk)
-                if size >= WRITE_BATCH:
-                    await trio.to_thread.run_sync(writer.write, batch)
-                    batch, size = [], 0
-            if batch:
-                await trio.to_thread.run_sync(writer.write, batch)
+            await _receive_into(request, writer)
             if length is not None and writer.size != length:
                 raise ClientDisconnected(f"got {writer.size} of {length} bytes")
             etag = writer.md5.hexdigest()

@@ -8,6 +8,8 @@ directly).  :class:`Store` wraps the pooled client with path quoting.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +92,22 @@ async def store(nursery: trio.Nursery, tmp_path: Path) -> Store:
     return await start_storage(nursery, tmp_path / "n1")
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def spawn_storage(root: Path) -> tuple[subprocess.Popen, int]:
+    """Run a storage server for ``root`` in a child process; returns it and its port."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.integration.storage_fixture", str(root)],
+                            cwd=REPO, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    with trio.fail_after(30):
+        line = await trio.to_thread.run_sync(proc.stdout.readline)
+    if not line.strip():
+        proc.kill()
+        raise RuntimeError(f"storage server did not start (exit {proc.wait()})")
+    return proc, int(line)
+
+
 async def _serve_forever(root: Path, devices: list[str]) -> None:
     config = NodeConfig(cluster_file="cluster.toml",
                         storage=Storage(root=str(root), devices=devices, reserve_bytes=0),
@@ -107,8 +125,6 @@ def main() -> None:
     ``<root>/cluster.toml`` must exist; the crash and big-object tests run
     the server this way so they can kill it or measure its memory.
     """
-    import sys
-
     root = Path(sys.argv[1])
     trio.run(_serve_forever, root, sys.argv[2:] or ["d1"])
 
