@@ -299,11 +299,12 @@ class DatabaseBroker:
                         args.append(upper)
                 sql += f" ORDER BY name {order} LIMIT ?"
                 args.append(q.limit - len(results))
-                rows = conn.execute(sql, args).fetchall()
-                if not rows:
-                    break
+                # iterate the cursor lazily: after a subdir we re-query, and
+                # rows never stepped over are never read
+                seen = 0
                 requery = False
-                for row in rows:
+                for row in conn.execute(sql, args):
+                    seen += 1
                     name = row[0]
                     marker = name
                     if q.path is not None and name == prefix:
@@ -322,6 +323,6 @@ class DatabaseBroker:
                         results.append((subdir,))
                     requery = True
                     break
-                if not requery and len(rows) < args[-1]:
+                if not requery and seen < args[-1]:
                     break
         return results[:q.limit]

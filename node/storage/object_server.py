@@ -286,7 +286,6 @@ class ObjectServer:
             metadata.update(_stored_headers(request, _put_keeps))
             if delete_at is not None:
                 metadata["X-Delete-At"] = delete_at
-            metadata.pop("X-Delete-After", None)
         except BaseException:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(writer.abort)
