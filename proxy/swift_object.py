@@ -147,21 +147,31 @@ async def open_for_read(call: SwiftCall, account: str, container: str, obj: str,
         return error(resp.status)
     length = stored.get("content-length")
     headers = [h for h in headers if h[0].lower() != "content-length"]
-    body: AsyncIterable[bytes] | bytes = _guard_backend(resp) if method == "GET" else b""
+    body: AsyncIterable[bytes] | bytes = _GuardedStream(resp) if method == "GET" else b""
     if method != "GET":
         await resp.aclose()
     return ReadResult(resp.status, headers, body, int(length) if length is not None else None, stored)
 
 
-async def _guard_backend(resp) -> AsyncIterator[bytes]:
-    """A backend stream whose failures cut the client connection instead of crashing."""
-    try:
-        async for chunk in resp:
-            yield chunk
-    except BackendError as exc:
-        raise ClientDisconnected(f"backend failed mid-stream: {exc}") from exc
-    finally:
-        await resp.aclose()
+class _GuardedStream:
+    """A backend stream whose failures cut the client connection instead of crashing.
+
+    A class, not a generator, so ``aclose`` releases the backend connection
+    even when the body was never started.
+    """
+
+    def __init__(self, resp) -> None:
+        self._resp = resp
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp:
+                yield chunk
+        except BackendError as exc:
+            raise ClientDisconnected(f"backend failed mid-stream: {exc}") from exc
+
+    async def aclose(self) -> None:
+        await self._resp.aclose()
 
 
 async def _manifest_as_stored(call: SwiftCall, resp, method: str) -> ReadResult | Response:
