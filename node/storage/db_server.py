@@ -20,6 +20,7 @@ written by the servers below with ``PUT``/``DELETE`` and
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -33,7 +34,7 @@ from node.storage.listing import ListingError, content_type_for, parse_listing_q
 from node.storage.metadata import MetadataError, check_metadata, header_case
 from node.storage.paths import StoragePath, hash_path
 from node.storage.timestamp import Timestamp
-from node.storage.updates import UpdateSender
+from node.storage.updates import Target, UpdateSender
 
 T = TypeVar("T")
 
@@ -246,5 +247,5 @@ class DBServer:
         return broker
 
 
-def targets_json(targets: list) -> str:
-    return json.dumps([t.__dict__ for t in targets])
+def targets_json(targets: list[Target]) -> str:
+    return json.dumps([asdict(t) for t in targets])

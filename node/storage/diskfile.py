@@ -347,8 +347,8 @@ class OpenObject:
             self.fd = -1
 
 
-#: metadata a POST replaces: everything else stays as the PUT wrote it
 def is_post_metadata(key: str) -> bool:
+    """Whether a POST replaces ``key``; everything else stays as the PUT wrote it."""
     k = key.lower()
     return (k.startswith("x-object-meta-") or k.startswith("x-object-transient-sysmeta-")
             or k in POST_HEADERS)
