@@ -10,6 +10,7 @@ from __future__ import annotations
 from node.cluster_client import ClusterClient
 from node.daemon import Node
 from proxy.auth import SwiftAuth
+from proxy.s3.handler import S3API
 from proxy.swift_api import SwiftAPI
 from proxy.users import UserStore
 
@@ -21,4 +22,6 @@ def build_swift_api(node: Node) -> SwiftAPI:
 
 def install(node: Node) -> None:
     """Serve the Swift v1 API (``/auth/v1.0``, ``/info``, ``/v1/...``) on the public port."""
-    node.public_handler = build_swift_api(node)
+    swift = build_swift_api(node)
+    s3 = S3API(swift.cc, swift.auth.users)
+    node.public_handler = lambda request: (s3.handle if s3.is_s3_request(request) else swift)(request)
