@@ -14,6 +14,7 @@ import sys
 import trio
 
 import proxy.app
+import replicator
 from node.config import ConfigError, NodeConfig, load_cluster_config, load_node_config
 from node.daemon import Node
 from node.log import setup_logging
@@ -29,8 +30,11 @@ def compose(config: NodeConfig) -> Node:
     """Build a node with every service this build of peerstack has."""
     cluster = load_cluster_config(config.resolve(config.cluster_file))
     node = Node(config, cluster)
-    node.internal_default = StorageServer(config, node.client)
+    storage = StorageServer(config, node.client, cluster)
+    node.internal_default = storage
+    node.add_service("storage", storage.run_background)
     proxy.app.install(node)
+    replicator.install(node)
     install_membership(node)
     return node
 
