@@ -67,12 +67,14 @@ class Timeouts:
 
 
 class _PooledConnection:
-    __slots__ = ("io", "h11", "key", "buf", "reused", "answered")
+    __slots__ = ("io", "h11", "key", "host_header", "buf", "reused", "answered")
 
     def __init__(self, sock: socket.socket, key: tuple[str, int], buf: memoryview) -> None:
         self.io = SocketIO(sock)
         self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=64 * 1024)
         self.key = key
+        host, port = key
+        self.host_header = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode("idna")
         #: the client's receive buffer, shared like the server's
         self.buf = buf
         #: came from the pool (so a failure may just mean it went stale)
@@ -154,7 +156,11 @@ class ClientResponse:
         self._exchange = exchange
 
     async def iter_body(self) -> AsyncIterator[bytes]:
-        """Yield the body as it arrives, in chunks of at most ~1 MiB."""
+        """Yield the body as it arrives, in chunks of at most ~1 MiB.
+
+        Chunks are bytes-like (fresh ``bytearray`` objects nothing else holds),
+        as for :meth:`node.http_server.Request.iter_body`.
+        """
         ex = self._exchange
         if ex is None:
             return
@@ -179,7 +185,7 @@ class ClientResponse:
             if size > max_bytes:
                 raise BackendError(f"response body over {max_bytes} bytes")
             parts.append(chunk)
-        self.body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.body = b"".join(parts)
         return self.body
 
 
@@ -207,8 +213,7 @@ class Exchange:
               content_length: int | None, expect_continue: bool) -> bytes:
         hdrs = encode_headers(headers)
         if not any(name.lower() == b"host" for name, _ in hdrs):
-            host, port = self._conn.key
-            hdrs.append((b"Host", b"%s:%d" % (host.encode("idna"), port)))
+            hdrs.append((b"Host", self._conn.host_header))
         if content_length is not None:
             hdrs.append((b"Content-Length", b"%d" % content_length))
         elif method in ("PUT", "POST") or expect_continue:
@@ -297,7 +302,7 @@ class Exchange:
             return None
         event = await self._conn.next_event(self._timeouts.node)
         if type(event) is h11.Data:
-            return bytes(event.data)
+            return event.data
         if type(event) is h11.EndOfMessage:
             self._response_done = True
             return None

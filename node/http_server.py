@@ -56,6 +56,7 @@ READ_SIZE = 1 << 20
 #: one ``send``; bigger bodies are handed to the kernel without being copied
 SMALL_RESPONSE = 64 * 1024
 _MAX_REQUEST_ID = 128
+_NEVER = float("inf")
 _BODY_TYPES = (bytes, bytearray, memoryview)
 
 
@@ -104,7 +105,11 @@ class SocketIO:
     The operation is tried first; only ``EAGAIN`` parks the task, under a
     timeout.  Timeouts raise :class:`TimeoutError`, socket failures
     :class:`OSError`; the server and client map them to their own errors.
-    Shared by :mod:`node.http_client`.
+    A ``timeout`` of ``None`` waits without a cancel scope of its own (they
+    cost several microseconds each): the caller then bounds the wait some
+    other way, as the server's watchdog does with
+    ``trio.lowlevel.notify_closing``, which makes the wait raise
+    ``trio.ClosedResourceError``.  Shared by :mod:`node.http_client`.
     """
 
     __slots__ = ("sock",)
@@ -113,13 +118,16 @@ class SocketIO:
         sock.setblocking(False)
         self.sock = sock
 
-    async def wait_readable(self, timeout: float) -> None:
+    async def wait_readable(self, timeout: float | None) -> None:
+        if timeout is None:
+            await trio.lowlevel.wait_readable(self.sock)
+            return
         with trio.move_on_after(timeout):
             await trio.lowlevel.wait_readable(self.sock)
             return
         raise TimeoutError("read timed out")
 
-    async def receive_into(self, buf: memoryview, timeout: float) -> int:
+    async def receive_into(self, buf: memoryview, timeout: float | None) -> int:
         """Read what is available into ``buf``; 0 means the peer closed."""
         sock = self.sock
         while True:
@@ -128,7 +136,7 @@ class SocketIO:
             except BlockingIOError:
                 await self.wait_readable(timeout)
 
-    async def send_all(self, data: bytes | bytearray | memoryview, timeout: float) -> None:
+    async def send_all(self, data: bytes | bytearray | memoryview, timeout: float | None) -> None:
         sock = self.sock
         try:
             sent = sock.send(data)
@@ -144,7 +152,7 @@ class SocketIO:
             except BlockingIOError:
                 pass
 
-    async def send_pieces(self, pieces: list[bytes], timeout: float) -> None:
+    async def send_pieces(self, pieces: list[bytes], timeout: float | None) -> None:
         """Send several buffers as one stream, without joining them first."""
         if len(pieces) == 1:
             await self.send_all(pieces[0], timeout)
@@ -165,7 +173,10 @@ class SocketIO:
             if views:
                 await self._wait_writable(timeout)
 
-    async def _wait_writable(self, timeout: float) -> None:
+    async def _wait_writable(self, timeout: float | None) -> None:
+        if timeout is None:
+            await trio.lowlevel.wait_writable(self.sock)
+            return
         with trio.move_on_after(timeout):
             await trio.lowlevel.wait_writable(self.sock)
             return
@@ -242,6 +253,11 @@ class Request:
     async def iter_body(self) -> AsyncIterator[bytes]:
         """Yield the request body as it arrives, in chunks of at most ~1 MiB.
 
+        Chunks are bytes-like: each is a fresh ``bytearray`` that nothing
+        else references (h11 made it), handed over without another copy --
+        a copy per MiB costs more than the rest of the receive path.  Use
+        ``bytes(chunk)`` where an immutable value is needed (a dict key).
+
         Raises :class:`ClientDisconnected` if the client goes away or stalls
         past the read timeout before the body is complete, and
         :class:`BadRequest` if the body is malformed (bad chunk framing).
@@ -273,7 +289,7 @@ class Request:
                 continue
             if type(event) is h11.Data:
                 self.bytes_in += len(event.data)
-                yield bytes(event.data)
+                yield event.data
             elif type(event) is h11.EndOfMessage:
                 self._body_done = True
                 return
@@ -361,7 +377,8 @@ _REASONS = {
 class _Connection:
     """One accepted socket and its h11 state machine."""
 
-    __slots__ = ("io", "h11", "limits", "client", "idle", "buf", "peer_closed", "linger")
+    __slots__ = ("io", "h11", "limits", "client", "idle", "buf", "peer_closed", "linger",
+                 "deadline")
 
     def __init__(self, sock: socket.socket, limits: ServerLimits, client: str,
                  buf: memoryview) -> None:
@@ -376,15 +393,21 @@ class _Connection:
         self.peer_closed = False
         #: close via :meth:`SocketIO.linger`: the peer may still be sending
         self.linger = False
+        #: trio time by which the current socket wait must end; the server's
+        #: watchdog interrupts waits that overrun it
+        self.deadline = _NEVER
 
     async def receive(self, timeout: float) -> None:
         """Feed h11 whatever arrives next, waiting up to ``timeout``."""
+        self.deadline = trio.current_time() + timeout
         try:
-            n = await self.io.receive_into(self.buf, timeout)
-        except TimeoutError as exc:
+            n = await self.io.receive_into(self.buf, None)
+        except trio.ClosedResourceError as exc:
             raise ClientDisconnected("read timeout") from exc
         except OSError as exc:
             raise ClientDisconnected(str(exc)) from exc
+        finally:
+            self.deadline = _NEVER
         if n:
             self.h11.receive_data(self.buf[:n])
         else:
@@ -392,20 +415,26 @@ class _Connection:
             self.h11.receive_data(b"")
 
     async def send_all(self, data: bytes) -> None:
+        self.deadline = trio.current_time() + self.limits.send_timeout
         try:
-            await self.io.send_all(data, self.limits.send_timeout)
-        except TimeoutError as exc:
+            await self.io.send_all(data, None)
+        except trio.ClosedResourceError as exc:
             raise ClientDisconnected("send timeout") from exc
         except OSError as exc:
             raise ClientDisconnected(str(exc)) from exc
+        finally:
+            self.deadline = _NEVER
 
     async def send_pieces(self, pieces: list[bytes]) -> None:
+        self.deadline = trio.current_time() + self.limits.send_timeout
         try:
-            await self.io.send_pieces(pieces, self.limits.send_timeout)
-        except TimeoutError as exc:
+            await self.io.send_pieces(pieces, None)
+        except trio.ClosedResourceError as exc:
             raise ClientDisconnected("send timeout") from exc
         except OSError as exc:
             raise ClientDisconnected(str(exc)) from exc
+        finally:
+            self.deadline = _NEVER
 
 
 class HTTPServer:
@@ -440,14 +469,17 @@ class HTTPServer:
             lsock.bind((self.host, self.port))
             lsock.listen(1024)
             self.port = lsock.getsockname()[1]
-            async with trio.open_nursery() as nursery:
-                self._accept_scope = trio.CancelScope()
-                task_status.started(self.port)
-                with self._accept_scope:
-                    await self._accept_loop(lsock, nursery)
-                # No new connections from here on: a connect now is refused.
-                trio.lowlevel.notify_closing(lsock)
-                lsock.close()
+            async with trio.open_nursery() as outer:
+                outer.start_soon(self._watchdog)
+                async with trio.open_nursery() as nursery:
+                    self._accept_scope = trio.CancelScope()
+                    task_status.started(self.port)
+                    with self._accept_scope:
+                        await self._accept_loop(lsock, nursery)
+                    # No new connections from here on: a connect now is refused.
+                    trio.lowlevel.notify_closing(lsock)
+                    lsock.close()
+                outer.cancel_scope.cancel()
         finally:
             lsock.close()
 
@@ -465,6 +497,25 @@ class HTTPServer:
                 continue
             nursery.start_soon(self._run_connection, sock, peer)
             await trio.lowlevel.checkpoint()
+
+    async def _watchdog(self) -> None:
+        """Interrupt socket waits that overran their connection's deadline.
+
+        One timer for all connections instead of a cancel scope per wait;
+        deadlines are honoured to within a quarter of the shortest timeout
+        (at most a second).
+        """
+        limits = self.limits
+        tick = min(max(min(limits.idle_timeout, limits.read_timeout, limits.send_timeout) / 4,
+                       0.005), 1.0)
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            for conn in self._conn_scopes:
+                if conn.deadline < now:
+                    # A task waiting on this socket gets ClosedResourceError;
+                    # with none waiting (it just woke) this does nothing.
+                    trio.lowlevel.notify_closing(conn.io.sock)
 
     async def shutdown(self) -> None:
         """Stop accepting, close idle connections, give busy ones the grace period."""
