@@ -35,7 +35,8 @@ def element(tag: str, content: str | int | bool | list[Element] | None = None) -
 
 
 def _write(node: Element, out: list[str], root: bool) -> None:
-    attrs = f' xmlns="{S3_NS}"' if root else ""
+    # S3 puts its namespace on every document root except <Error>.
+    attrs = f' xmlns="{S3_NS}"' if root and node.tag != "Error" else ""
     if node.children:
         out.append(f"<{node.tag}{attrs}>")
         for child in node.children:
