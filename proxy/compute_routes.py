@@ -1,0 +1,45 @@
+"""Mounting the OpenStack-style image and compute APIs on the public port.
+
+:func:`mount` builds the Glance v2 (``/v2/images...``) and Nova v2.1
+(``/v2.1...``) handlers over the proxy's cluster client and its one identity
+function, registers the background service that stores snapshots, and
+returns a handler that sends those paths to them and everything else to
+``fallback`` (the Swift/S3 dispatch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from node.cluster_client import ClusterClient
+from node.daemon import Node
+from node.http_server import Handler, Request, Response
+from proxy.auth import Identity
+from proxy.compute import ComputeAPI
+from proxy.images import ImagesAPI
+from proxy.images_store import ImageStore
+
+IMAGES_PREFIX = "/v2/images"
+COMPUTE_PREFIX = "/v2.1"
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def mount(node: Node, cc: ClusterClient, identify: Callable[[Request], Identity | None],
+          fallback: Handler) -> Handler:
+    """The public handler with images and compute in front of ``fallback``."""
+    images = ImagesAPI(ImageStore(cc), identify)
+    compute = ComputeAPI(node, cc, images, identify)
+    node.add_service("compute.api_jobs", compute.run_jobs)
+
+    async def dispatch(request: Request) -> Response:
+        path = request.path
+        if _under(path, IMAGES_PREFIX):
+            return await images(request)
+        if _under(path, COMPUTE_PREFIX):
+            return await compute(request)
+        return await fallback(request)
+
+    return dispatch
