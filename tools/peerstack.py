@@ -21,6 +21,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("status",): ("tools.status", "this node's view of the cluster: members, states, ring versions"),
     ("ring", "push"): ("tools.ring_push", "push a signed ring (and --builder) to every known node"),
     ("user", "add"): ("tools.user_cmd", "add a user (project:user) and print its credentials"),
+    ("user", "list"): ("tools.user_cmd", "list the users stored in the cluster"),
     ("bench", "http"): ("tools.bench_http", "HTTP core vs hypercorn: small GET req/s, 256 MiB PUT/GET"),
     ("bench", "ring"): ("tools.bench_ring", "ring builder vs Swift's RingBuilder"),
     ("bench", "swift"): ("tools.bench_swift", "Swift v1 workload against any Swift endpoint"),
