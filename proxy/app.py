@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from node.cluster_client import ClusterClient
 from node.daemon import Node
+from proxy import compute_routes
 from proxy.auth import SwiftAuth
 from proxy.s3.handler import S3API
 from proxy.swift_api import SwiftAPI
@@ -24,4 +25,5 @@ def install(node: Node) -> None:
     """Serve the Swift v1 API (``/auth/v1.0``, ``/info``, ``/v1/...``) on the public port."""
     swift = build_swift_api(node)
     s3 = S3API(swift.cc, swift.auth.users)
-    node.public_handler = lambda request: (s3.handle if s3.is_s3_request(request) else swift)(request)
+    storage = lambda request: (s3.handle if s3.is_s3_request(request) else swift)(request)
+    node.public_handler = compute_routes.mount(node, swift.cc, swift.auth.identify, storage)
