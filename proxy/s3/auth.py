@@ -172,13 +172,19 @@ async def _v2(request: Request, query: list[tuple[str, str]], creds: Credentials
         # With x-amz-date the Date line is empty; some clients sign their Date anyway.
         date_lines = ["", h.get("date") or ""] if amz_date else [h.get("date") or ""]
     identity, secret = await _secret(creds, access_key)
-    resource = sigv2.canonical_resource(request.raw_path, bucket_from_host, query)
+    paths = [request.raw_path]
+    if bucket_from_host is None and request.raw_path.count("/") == 1 and len(request.raw_path) > 1:
+        # A request for a bucket is "/bucket/" in S3's canonical resource; clients differ.
+        paths.append(request.raw_path + "/")
     amz = [(k, v) for k, v in h.items() if k.startswith("x-amz-")]
-    for date_line in dict.fromkeys(date_lines):
-        to_sign = sigv2.string_to_sign(request.method, h.get, date_line, amz, resource)
+    candidates = [sigv2.string_to_sign(request.method, h.get, date_line,
+                                       amz, sigv2.canonical_resource(path, bucket_from_host, query))
+                  for date_line in dict.fromkeys(date_lines) for path in paths]
+    for to_sign in candidates:
         if sigv2.same(sigv2.sign(secret, to_sign), signature):
             break
     else:
+        to_sign = candidates[0]
         raise S3Error("SignatureDoesNotMatch", AWSAccessKeyId=access_key, StringToSign=to_sign,
                       SignatureProvided=signature)
     content_sha256 = h.get("x-amz-content-sha256")

@@ -47,7 +47,8 @@ class _Crc:
         if self.name == "crc32":
             self.value = zlib.crc32(data, self.value)
         elif self.name == "crc32c":
-            self.value = google_crc32c.extend(self.value, data)
+            # google-crc32c takes only bytes; the HTTP core hands out bytearrays.
+            self.value = google_crc32c.extend(self.value, bytes(data))
         else:
             self.value = _crc64nvme(data, self.value)
 
