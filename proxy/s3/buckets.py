@@ -139,7 +139,8 @@ async def get_versioning(call: S3Call) -> Response:
 def acl_document(call: S3Call) -> xml.Element:
     """The only ACL there is: the owner has full control."""
     grantee = xml.Element("Grantee", None, [element("ID", call.account),
-                                            element("DisplayName", call.identity.project)])
+                                            element("DisplayName", call.identity.project)],
+                          'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="CanonicalUser"')
     return element("AccessControlPolicy", [
         owner(call),
         element("AccessControlList", [element("Grant", [grantee, element("Permission", "FULL_CONTROL")])]),

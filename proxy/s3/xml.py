@@ -23,6 +23,8 @@ class Element:
     tag: str
     text: str | None = None
     children: list[Element] = field(default_factory=list)
+    #: raw attribute text (``xsi:type="CanonicalUser"``), already escaped
+    attrs: str = ""
 
 
 def element(tag: str, content: str | int | bool | list[Element] | None = None) -> Element:
@@ -37,6 +39,8 @@ def element(tag: str, content: str | int | bool | list[Element] | None = None) -
 def _write(node: Element, out: list[str], root: bool) -> None:
     # S3 puts its namespace on every document root except <Error>.
     attrs = f' xmlns="{S3_NS}"' if root and node.tag != "Error" else ""
+    if node.attrs:
+        attrs += " " + node.attrs
     if node.children:
         out.append(f"<{node.tag}{attrs}>")
         for child in node.children:

@@ -27,7 +27,9 @@ def cluster(tmp_path_factory):
 def rclone(cluster, tmp_path_factory):
     admin = cluster.layout.cluster.admin
     access, secret = key_pair(cluster.layout.cluster, admin.project, admin.user)
-    env = {**os.environ, "RCLONE_CONFIG": str(tmp_path_factory.mktemp("rc") / "none.conf"),
+    # rclone's AWS SDK cannot use a custom CA bundle over its own transport (and needs none here).
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = {**inherited, "RCLONE_CONFIG": str(tmp_path_factory.mktemp("rc") / "none.conf"),
            "RCLONE_CONFIG_PS_TYPE": "s3", "RCLONE_CONFIG_PS_PROVIDER": "Other",
            "RCLONE_CONFIG_PS_ACCESS_KEY_ID": access, "RCLONE_CONFIG_PS_SECRET_ACCESS_KEY": secret,
            "RCLONE_CONFIG_PS_ENDPOINT": cluster.nodes[2].public_url, "RCLONE_CONFIG_PS_REGION": "us-east-1"}
