@@ -29,7 +29,13 @@ the per-request cost of a small GET.  :class:`SocketIO` calls the
 non-blocking socket first and only parks the task in
 ``trio.lowlevel.wait_readable``/``wait_writable`` when the kernel says
 ``EAGAIN``; the server then checkpoints once per request so cancellation and
-fairness still hold.
+fairness still hold.  For the same reason socket waits carry no cancel scope
+each: a connection notes a deadline before it may block, and one watchdog
+task per server interrupts waits that overrun theirs.
+
+Where the time goes for a small GET (about 90 us of CPU here): roughly 60 us
+in h11 (parsing the request, validating and writing the response), 10-15 us
+in the ``send`` syscall, the rest in this module and trio.
 """
 
 from __future__ import annotations

@@ -440,8 +440,14 @@ def _small_gets(port: int, connections: int, duration: float) -> dict[str, Any]:
                                str(n), str(duration)], stdout=subprocess.PIPE,
                               cwd=_repo_root(), env=_child_env())
              for n in (half, connections - half)]
-    parts = [json.loads(p.communicate(timeout=duration + 60)[0].decode().splitlines()[-1])
-             for p in procs]
+    try:
+        parts = [json.loads(p.communicate(timeout=duration + 60)[0].decode().splitlines()[-1])
+                 for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     count = sum(p["requests"] for p in parts)
     return {"rps": count / duration, "requests": count, "generator": "python",
             "errors": sum(p["errors"] for p in parts)}
