@@ -1,9 +1,9 @@
 """Choosing the node a new server boots on.
 
-Candidates are the cluster's live nodes: the membership table
-(``GET /cluster/members`` on this node's internal port) when membership
-runs, otherwise every node holding a device in the object ring, and this
-node as the last resort.  Each candidate's compute agent is asked for its
+Candidates are the cluster's nodes: those holding a device in the object
+ring, plus members the membership table (``GET /cluster/members`` on this
+node's internal port) calls alive, minus those it calls suspect or dead,
+plus this node.  Each candidate's compute agent is asked for its
 free resources (``GET /compute/resources``; the agent counts what its own
 servers hold, which the membership's host-level numbers cannot); nodes
 that do not answer in time, or run no agent, drop out.  Of the nodes where
@@ -62,23 +62,27 @@ class Scheduler:
         return self.node.config.internal.host, self.node.internal_port or self.node.config.internal.port
 
     async def candidates(self) -> set[tuple[str, int]]:
-        """Internal addresses of the nodes that might take a server."""
+        """Internal addresses of the nodes that might take a server.
+
+        The object ring names the cluster's nodes; the membership table adds
+        nodes not in the ring yet and removes those it knows are down.
+        """
         found: set[tuple[str, int]] = set()
+        down: set[tuple[str, int]] = set()
         host, port = self.local
         try:
             resp = await self.node.client.request("GET", host, port, "/cluster/members", [],
                                                   timeouts=ASK_TIMEOUTS)
             if resp.status == 200:
                 for member in json.loads(resp.body).get("members", []):
-                    if member.get("state") == "alive":
-                        found.add((str(member["host"]), int(member["internal_port"])))
+                    address = (str(member["host"]), int(member["internal_port"]))
+                    (found if member.get("state") == "alive" else down).add(address)
         except (BackendError, ValueError, KeyError, TypeError) as exc:
             log_event(log, "scheduler.no_membership", error=str(exc))
-        if not found:
-            try:
-                found = {(d["ip"], int(d["port"])) for d in self.cc.rings.object.devs if d}
-            except RingUnavailable:
-                pass
+        try:
+            found |= {(d["ip"], int(d["port"])) for d in self.cc.rings.object.devs if d} - down
+        except RingUnavailable:
+            pass
         found.add(self.local)
         return found
 

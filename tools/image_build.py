@@ -39,7 +39,7 @@ MARKER = "peerstack-guest-up"
 IP_MARKER = "peerstack-guest-ip:"
 DISK_MARKER = "peerstack-disk:"
 #: bump when the guest changes, so cached builds are remade
-BUILD_VERSION = 1
+BUILD_VERSION = 3
 DISK_SIZE = 4 << 20
 #: what /init loads, in this order after their dependencies; the power button
 #: first, so its event device exists by the time acpid looks for it
@@ -63,10 +63,10 @@ if [ -b /dev/vda ]; then
     sync
     echo "{DISK_MARKER} $label boots=$boots"
 fi
-mkdir -p /etc/acpi/PWRF
+mkdir -p /etc/acpi/PWRF /var/log /var/run
 printf '#!/bin/sh\\nsync\\npoweroff -f\\n' > /etc/acpi/PWRF/00000080
 chmod +x /etc/acpi/PWRF/00000080
-acpid
+acpid -f &
 ip link set lo up
 if ip link set eth0 up 2>/dev/null; then
     udhcpc -i eth0 -s /etc/udhcpc.sh -q -n -t 10 -T 2 >/dev/null 2>&1 || echo "peerstack-guest-nodhcp"
@@ -79,7 +79,7 @@ case "$1" in
     bound|renew)
         ip addr add "$ip/${{mask:-24}}" dev "$interface"
         [ -n "$router" ] && ip route add default via "${{router%% *}}"
-        echo "{IP_MARKER} $ip" ;;
+        echo "{IP_MARKER} $ip" > /dev/console ;;
 esac
 """
 
