@@ -7,33 +7,39 @@ speaks only signed RPC).  The node that answers is listed first, so a
 client keeps talking to the node it logged in on; the rest are there for
 clients that fail over.
 
-Where the other nodes are comes from the membership table when membership
-runs (``node.membership_service``), else from the ring's devices, assuming
-the same public port as this node (the usual deployment).
+Where the other nodes are comes from membership (:class:`ClusterNodes`),
+else from the ring's devices, assuming the same public port as this node
+(the usual deployment).
 
-The API paths are fixed here, and the APIs mount themselves under them:
-``/v3`` (identity), ``/v1/AUTH_<project id>`` (object-store), ``/image``,
-``/compute/v2.1``, ``/volume/v3/<project id>``, ``/network``.
+The paths below are where the APIs are mounted (:mod:`proxy.compute_routes`
+serves images at ``/v2/images`` under the node's root, compute at
+``/v2.1``); a new API adds its row to :data:`SERVICES`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import trio
+
 from node.cluster_rings import RingSet, RingUnavailable
+from node.http_client import BackendError, Timeouts
 from proxy.identity.store import stable_id
 
 REGION = "RegionOne"
+#: seconds between refreshes of the node list
+REFRESH_INTERVAL = 5.0
 INTERFACES = ("public", "internal", "admin")
 
 #: (service type, service name, path template); ``{project_id}`` is filled per token
 SERVICES: tuple[tuple[str, str, str], ...] = (
     ("identity", "keystone", "/v3"),
     ("object-store", "swift", "/v1/AUTH_{project_id}"),
-    ("image", "glance", "/image"),
-    ("compute", "nova", "/compute/v2.1"),
+    ("image", "glance", ""),
+    ("compute", "nova", "/v2.1"),
     ("volumev3", "cinderv3", "/volume/v3/{project_id}"),
     ("block-storage", "cinder", "/volume/v3/{project_id}"),
     ("network", "neutron", "/network"),
@@ -46,30 +52,75 @@ class NodeEndpoint:
     base_url: str
 
 
-def node_endpoints(node: Any, rings: RingSet) -> list[NodeEndpoint]:
-    """This node first, then its peers: from membership if running, else the ring's devices."""
-    cfg = node.config
-    port = node.public_port or cfg.public.port
-    host = cfg.public.host if cfg.public.host not in ("", "0.0.0.0", "::") else cfg.internal.host
-    out = [NodeEndpoint(cfg.node_id, f"http://{_host(host)}:{port}")]
-    membership = getattr(node, "membership_service", None)
-    if membership is not None:
-        seen = {cfg.node_id}
-        for info in membership.table.alive():
-            if info.node_id not in seen:
-                seen.add(info.node_id)
-                out.append(NodeEndpoint(info.node_id, f"http://{_host(info.public_host)}:{info.public_port}"))
-        return out
-    try:
-        devices = rings.object.devs
-    except RingUnavailable:
-        return out
-    seen_ips = {cfg.internal.host, host}
-    for dev in devices:
-        if dev and dev["ip"] not in seen_ips:
-            seen_ips.add(dev["ip"])
-            out.append(NodeEndpoint(dev.get("node_id") or dev["ip"], f"http://{_host(dev['ip'])}:{port}"))
-    return out
+class ClusterNodes:
+    """Where every node's public API is, refreshed in the background.
+
+    The membership table is read directly when this process holds it
+    (``node.membership_service``), else from the node's own signed
+    ``GET /cluster/members`` (membership's view, with each node's public
+    address); while membership knows no peer, the ring's devices are used
+    with this node's public port.  This node always comes first.
+    """
+
+    def __init__(self, node: Any, rings: RingSet, interval: float = REFRESH_INTERVAL) -> None:
+        self.node = node
+        self.rings = rings
+        self.interval = interval
+        self._peers: list[NodeEndpoint] = []
+
+    def me(self) -> NodeEndpoint:
+        cfg = self.node.config
+        port = self.node.public_port or cfg.public.port
+        host = cfg.public.host if cfg.public.host not in ("", "0.0.0.0", "::") else cfg.internal.host
+        return NodeEndpoint(cfg.node_id, f"http://{_host(host)}:{port}")
+
+    def current(self) -> list[NodeEndpoint]:
+        me = self.me()
+        return [me, *(p for p in self._peers if p.node_id != me.node_id and p.base_url != me.base_url)]
+
+    async def refresh(self) -> None:
+        membership = getattr(self.node, "membership_service", None)
+        if membership is not None:
+            rows = [info.to_json() for info in membership.table.alive()]
+        else:
+            rows = await self._members_over_http()
+        peers = [NodeEndpoint(r["node_id"], f"http://{_host(r['public_host'])}:{r['public_port']}")
+                 for r in rows or [] if r.get("state", "alive") == "alive" and not r.get("self")]
+        # Membership that knows no peer (yet) is no evidence of being alone: the ring says more.
+        self._peers = peers or self._from_ring()
+
+    async def _members_over_http(self) -> list[dict[str, Any]] | None:
+        cfg = self.node.config
+        port = self.node.internal_port or cfg.internal.port
+        try:
+            resp = await self.node.client.request("GET", cfg.internal.host, port, "/cluster/members", [],
+                                                  timeouts=Timeouts(connect=1.0, node=2.0))
+            if resp.status != 200:
+                return None
+            rows = json.loads(resp.body)["members"]
+            return [r for r in rows if isinstance(r, dict) and {"node_id", "public_host", "public_port"} <= set(r)]
+        except (BackendError, ValueError, KeyError, TypeError):
+            return None
+
+    def _from_ring(self) -> list[NodeEndpoint]:
+        me = self.me()
+        port = me.base_url.rsplit(":", 1)[1]
+        try:
+            devices = self.rings.object.devs
+        except RingUnavailable:
+            return []
+        out: dict[str, NodeEndpoint] = {}
+        for dev in devices:
+            if dev and dev["ip"] != self.node.config.internal.host:
+                out.setdefault(dev["ip"], NodeEndpoint(dev.get("node_id") or dev["ip"],
+                                                       f"http://{_host(dev['ip'])}:{port}"))
+        return list(out.values())
+
+    async def run(self) -> None:
+        """The background service: refresh forever."""
+        while True:
+            await self.refresh()
+            await trio.sleep(self.interval)
 
 
 def _host(host: str) -> str:

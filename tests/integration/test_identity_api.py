@@ -71,9 +71,12 @@ def test_admin_token_body_and_catalog(cluster, admin):
     assert body["expires_at"].endswith("Z") and body["methods"] == ["password"]
     by_type = {entry["type"]: entry for entry in body["catalog"]}
     assert {"identity", "object-store", "image", "compute", "volumev3", "network"} <= set(by_type)
-    public = [ep["url"] for ep in by_type["object-store"]["endpoints"] if ep["interface"] == "public"]
-    assert public[0] == f"{cluster.nodes[0].public_url}/v1/AUTH_{body['project']['id']}"
-    assert sorted(public) == sorted(f"{n.public_url}/v1/AUTH_{body['project']['id']}" for n in cluster.nodes)
+    urls = [ep["url"] for ep in by_type["object-store"]["endpoints"] if ep["interface"] == "public"]
+    # The answering node first; every node of the ring listed (ports as membership knows them).
+    assert urls[0] == f"{cluster.nodes[0].public_url}/v1/AUTH_{body['project']['id']}"
+    assert sorted(httpx.URL(u).host for u in urls) == sorted(n.layout.ip for n in cluster.nodes)
+    assert all(u.endswith(f"/v1/AUTH_{body['project']['id']}") for u in urls)
+    assert len({ep["id"] for e in body["catalog"] for ep in e["endpoints"]}) == 3 * 3 * len(body["catalog"])
 
 
 def test_bad_input_is_keystone_shaped(cluster, admin):
