@@ -82,6 +82,9 @@ class Hypervisor:
     """The agent's handle on libvirtd (``qemu:///system`` unless told otherwise)."""
 
     def __init__(self, uri: str = "qemu:///system") -> None:
+        if libvirt is not None:
+            # libvirt prints every error to stderr by default; ours are raised and logged.
+            libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
         self.uri = uri
         self._conn: Any = None
         self._lock = threading.Lock()
