@@ -29,19 +29,27 @@ def makedirs_durable(path: Path, stop_at: Path) -> None:
     ``stop_at`` must exist already (the device root); we never create it, so
     a missing device cannot turn into a directory on the parent filesystem.
     """
-    missing = []
-    p = path
-    while not p.is_dir():
-        if p == stop_at or stop_at not in p.parents:
-            raise FileNotFoundError(f"{stop_at} is missing")
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
+    for attempt in range(3):
+        missing = []
+        p = path
+        while not p.is_dir():
+            if p == stop_at or stop_at not in p.parents:
+                raise FileNotFoundError(f"{stop_at} is missing")
+            missing.append(p)
+            p = p.parent
         try:
-            os.mkdir(d)
-        except FileExistsError:
-            continue
-        fsync_dir(d.parent)
+            for d in reversed(missing):
+                try:
+                    os.mkdir(d)
+                except FileExistsError:
+                    continue
+                fsync_dir(d.parent)
+            return
+        except FileNotFoundError:
+            # A parent vanished under us: a REPLICATE rehash removes suffix
+            # directories it finds empty, and ours was empty for a moment.
+            if attempt == 2:
+                raise
 
 
 def atomic_write_json(path: Path, doc: Any, tmp_dir: Path, stop_at: Path) -> None:
