@@ -27,7 +27,7 @@ from typing import Any
 
 from node.storage import diskfile
 from node.storage.diskfile import ObjectLocation, ObjectWriter, cleanup, gather, list_dir
-from node.storage.fsutil import makedirs_durable, unlink_quietly
+from node.storage.fsutil import unlink_quietly
 from node.storage.hashes import HASHES_FILE
 from node.storage.paths import hash_path
 from node.storage.timestamp import Timestamp
@@ -186,25 +186,9 @@ class PushedFile:
         """Open the tmp file; False (and nothing opened) if the file is no longer wanted."""
         if not wanted(self.loc.part_dir, {self.loc.hash: [self.name]}):
             return False
-        self._make_hash_dir()
         if self.kind == "data":
             self.writer = ObjectWriter(self.loc)
         return True
-
-    def _make_hash_dir(self) -> None:
-        """Create the object's directory now, so the install cannot lose its parents.
-
-        A REPLICATE rehashing this suffix removes a suffix directory it finds
-        empty; an (empty) object directory inside keeps it, but creating the
-        two is not atomic, so a removal may slip in between: try again.
-        """
-        for attempt in range(3):
-            try:
-                makedirs_durable(self.loc.hash_dir, self.loc.device_path)
-                return
-            except FileNotFoundError:
-                if attempt == 2 or not self.loc.device_path.is_dir():
-                    raise
 
     def write(self, chunks: list[bytes]) -> None:
         if self.writer is None:

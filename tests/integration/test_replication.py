@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import tomllib
 from collections.abc import Iterator
@@ -174,8 +175,8 @@ async def test_a_node_that_was_down_gets_every_object_back_in_one_pass(tmp_path)
                 bodies = await put_many(h, "photos", 1000)
                 # While the node is down its replicas went to handoff devices.
                 assert h.misplaced("object"), "no handoff partitions while a node was down"
-                back = time.time()
                 down.start()
+                back = time.time()  # passes from now on find the node up
                 await h.passes_since(back, ("object_replication", "db_replication"))
 
             for name, body in bodies.items():
@@ -190,5 +191,39 @@ async def test_a_node_that_was_down_gets_every_object_back_in_one_pass(tmp_path)
             pushed = sum(d["object_replication"]["since_start"].get("files_pushed", 0)
                          for s in statuses for d in s["devices"].values())
             assert pushed >= 1000  # the returning node's copies were pushed, not rewritten
+        finally:
+            await h.aclose()
+
+
+async def test_a_delete_missed_by_a_down_node_wins_and_a_wiped_device_is_rebuilt(tmp_path):
+    with replication_cluster(tmp_path) as cluster:
+        h = Harness(cluster)
+        try:
+            with trio.fail_after(120):
+                assert (await h.client.put_container(ACCOUNT, "c")).status in (201, 202)
+                bodies = await put_many(h, "c", 40)
+                down = cluster.nodes[2]
+                down.stop()
+                deleted = sorted(bodies)[:10]
+                for name in deleted:
+                    assert (await h.client.delete_object(ACCOUNT, "c", name)).status == 204
+                wiped_node = cluster.layout.nodes[0]
+                wiped = wiped_node.root / "d1"
+                for entry in wiped.iterdir():  # the disk was replaced: an empty device
+                    shutil.rmtree(entry)
+                down.start()
+                back = time.time()
+                await h.passes_since(back, ("object_replication",))
+
+            for name in bodies:
+                for hash_dir in h.object_dirs("c", name):
+                    names = os.listdir(hash_dir)
+                    if name in deleted:  # the returning node's old .data lost to the tombstone
+                        assert len(names) == 1 and names[0].endswith(".ts"), (name, hash_dir, names)
+                    else:
+                        assert (hash_dir / data_files(hash_dir)[0]).read_bytes() == bodies[name]
+            on_wiped = [n for n in bodies
+                        if any(p.is_relative_to(wiped) for p in h.object_dirs("c", n))]
+            assert on_wiped, "the wiped device held none of the objects"
         finally:
             await h.aclose()
