@@ -34,7 +34,7 @@ import h11
 import trio
 
 from node.headers import Headers, encode_headers
-from node.http_server import READ_SIZE, SMALL_RESPONSE, SocketIO
+from node.http_server import READ_SIZE, SMALL_RESPONSE, SocketIO, tune_tcp
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "REPLICATE"})
 
@@ -341,7 +341,7 @@ class HTTPClient:
         # Take the plain socket out of trio's stream: see SocketIO for why.
         tsock = stream.socket
         sock = socket.socket(tsock.family, tsock.type, tsock.proto, fileno=tsock.detach())
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tune_tcp(sock)
         return _PooledConnection(sock, key, self._buf)
 
     def _checkout_idle(self, key: tuple[str, int]) -> _PooledConnection | None:

@@ -61,6 +61,10 @@ READ_SIZE = 1 << 20
 #: a response whose head and body together are smaller than this goes out in
 #: one ``send``; bigger bodies are handed to the kernel without being copied
 SMALL_RESPONSE = 64 * 1024
+#: how little unsent data a socket must hold before it counts as writable
+#: again; without it a sender parks its whole buffer in the kernel at once,
+#: and large transfers measured ~30% slower here
+NOTSENT_LOWAT = 128 * 1024
 _MAX_REQUEST_ID = 128
 _NEVER = float("inf")
 _BODY_TYPES = (bytes, bytearray, memoryview)
@@ -103,6 +107,21 @@ def new_request_id() -> str:
     needs to be unique, not unguessable, and this runs once per request.
     """
     return f"tx{random.getrandbits(80):020x}-{int(time.time()):010x}"
+
+
+def tune_tcp(sock: socket.socket) -> None:
+    """The socket options both ends of our HTTP connections want.
+
+    ``TCP_NODELAY`` because every message goes out in as few sends as
+    possible anyway; ``TCP_NOTSENT_LOWAT`` (as trio's own ``SocketStream``
+    sets) see :data:`NOTSENT_LOWAT`.
+    """
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_NOTSENT_LOWAT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
+    except OSError:
+        pass  # not TCP (a unix socket in a test), or already closed
 
 
 class SocketIO:
@@ -538,10 +557,7 @@ class HTTPServer:
             scope.cancel()
 
     async def _run_connection(self, sock: socket.socket, peer: tuple) -> None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+        tune_tcp(sock)
         conn = _Connection(sock, self.limits, f"{peer[0]}:{peer[1]}", self._buf)
         scope = trio.CancelScope()
         self._conn_scopes[conn] = scope

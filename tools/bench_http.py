@@ -18,9 +18,12 @@ is not the server's:
   these transfers is read from ``VmHWM`` after resetting it through
   ``/proc/<pid>/clear_refs``.
 
-The small-GET runs alternate between the servers (``--rounds`` each) and the
-best run of each counts, so a burst of noise from other processes on the box
-hits both sides alike.  A second table measures our pooled client
+Rounds alternate between the servers (``--rounds`` each, every round on a
+fresh server process) and each figure's best round counts -- except peak
+RSS, where the worst does -- so a burst of noise from other processes on the
+box hits both sides alike.  The server's CPU time per small GET is reported
+too: unlike throughput it hardly moves when other processes compete for the
+two CPUs.  A second table measures our pooled client
 (:class:`node.http_client.HTTPClient`) against httpx on the same server.
 GB/s means 10^9 bytes per second.
 """
@@ -58,7 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=256,
                         help="MiB per large PUT and GET (default 256)")
     parser.add_argument("--rounds", type=int, default=2,
-                        help="small-GET runs per server, alternating; the best counts (default 2)")
+                        help="rounds per server (small GETs, then the transfers), alternating "
+                             "between the servers; the best round counts, the worst peak RSS "
+                             "(default 2)")
     parser.add_argument("--connections", type=int, default=64,
                         help="concurrent keep-alive connections for small GETs (default 64)")
     parser.add_argument("--no-client", action="store_true",
@@ -178,33 +183,32 @@ def _read_response(sock: socket.socket, buf: bytearray) -> tuple[int, int]:
     return int(head.split(b" ", 2)[1]), int(match.group(1)) if match else 0
 
 
-def _load_big(port: int, size: int) -> dict[str, float]:
-    """One connection: PUT ``size`` bytes, then GET them back; seconds each."""
+def _load_big(port: int, size: int, method: str) -> float:
+    """One connection: PUT ``size`` bytes, or GET them; returns the seconds taken."""
     sock = socket.create_connection((HOST, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     block = memoryview(bytearray(BLOCK))
     buf = bytearray()
     start = time.perf_counter()
-    sock.sendall(b"PUT /big HTTP/1.1\r\nHost: bench\r\nContent-Length: %d\r\n\r\n" % size)
-    left = size
-    while left:
-        n = min(left, BLOCK)
-        sock.sendall(block[:n])
-        left -= n
-    status, length = _read_response(sock, buf)
-    if status != 201:
-        raise RuntimeError(f"PUT answered {status}")
+    if method == "PUT":
+        sock.sendall(b"PUT /big HTTP/1.1\r\nHost: bench\r\nContent-Length: %d\r\n\r\n" % size)
+        left = size
+        while left:
+            n = min(left, BLOCK)
+            sock.sendall(block[:n])
+            left -= n
+        status, length = _read_response(sock, buf)
+        if status != 201:
+            raise RuntimeError(f"PUT answered {status}")
+    else:
+        sock.sendall(b"GET /big?size=%d HTTP/1.1\r\nHost: bench\r\n\r\n" % size)
+        status, length = _read_response(sock, buf)
+        if status != 200 or length != size:
+            raise RuntimeError(f"GET answered {status} with {length} bytes")
     _drain(sock, buf, length, block)
-    put = time.perf_counter() - start
-    start = time.perf_counter()
-    sock.sendall(b"GET /big?size=%d HTTP/1.1\r\nHost: bench\r\n\r\n" % size)
-    status, length = _read_response(sock, buf)
-    if status != 200 or length != size:
-        raise RuntimeError(f"GET answered {status} with {length} bytes")
-    _drain(sock, buf, length, block)
-    get = time.perf_counter() - start
+    seconds = time.perf_counter() - start
     sock.close()
-    return {"put_s": put, "get_s": get}
+    return seconds
 
 
 def _drain(sock: socket.socket, buf: bytearray, length: int, scratch: memoryview) -> None:
@@ -335,7 +339,7 @@ def _child_main(argv: list[str]) -> int:
     elif role == "serve-hypercorn":
         _serve_hypercorn()
     elif role == "big":
-        print(json.dumps(_load_big(int(argv[1]), int(argv[2]))), flush=True)
+        print(json.dumps({"seconds": _load_big(int(argv[1]), int(argv[2]), argv[3])}), flush=True)
     elif role == "small":
         print(json.dumps(_load_small(int(argv[1]), int(argv[2]), float(argv[3]))), flush=True)
     elif role == "client":
@@ -453,9 +457,8 @@ def _small_gets(port: int, connections: int, duration: float) -> dict[str, Any]:
             "errors": sum(p["errors"] for p in parts)}
 
 
-def _measure_server(role: str, args: argparse.Namespace, small_runs: list[float],
-                    cpu_runs: list[float], big: bool) -> dict[str, Any]:
-    """Small GETs against a fresh server; with ``big``, then the large transfers.
+def _measure_server(role: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Small GETs against a fresh server, then the large transfers.
 
     Besides requests per second, the server's own CPU time per request is
     recorded: unlike throughput it hardly moves when other processes
@@ -463,24 +466,38 @@ def _measure_server(role: str, args: argparse.Namespace, small_runs: list[float]
     """
     server = _Server(role)
     try:
-        result: dict[str, Any] = {}
         cpu_before = server.cpu_seconds()
         small = _small_gets(server.port, args.connections, args.duration)
         cpu = server.cpu_seconds() - cpu_before
-        small_runs.append(small["rps"])
-        cpu_runs.append(cpu / max(small["requests"], 1) * 1e6)
-        result.update(generator=small["generator"], errors=small["errors"])
-        if big:
-            size = args.size << 20
-            result["rss_idle_mb"] = round(server.status("VmRSS"), 1)
-            server.reset_peak()
-            big = _child(["big", str(server.port), str(size)], timeout=600)
-            result["rss_peak_mb"] = round(server.status("VmHWM"), 1)
-            result["put_gbs"] = size / big["put_s"] / 1e9
-            result["get_gbs"] = size / big["get_s"] / 1e9
+        result = {"rps": small["rps"], "cpu_us_per_req": cpu / max(small["requests"], 1) * 1e6,
+                  "generator": small["generator"], "errors": small["errors"],
+                  "rss_idle_mb": server.status("VmRSS")}
+        size = args.size << 20
+        server.reset_peak()
+        for method in ("PUT", "GET"):
+            cpu_before = server.cpu_seconds()
+            seconds = _child(["big", str(server.port), str(size), method], timeout=600)["seconds"]
+            key = method.lower()
+            result[f"{key}_gbs"] = size / seconds / 1e9
+            result[f"{key}_cpu_s"] = server.cpu_seconds() - cpu_before
+        result["rss_peak_mb"] = server.status("VmHWM")
         return result
     finally:
         server.stop()
+
+
+def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Best throughput and CPU cost over the rounds, but the worst peak RSS."""
+    if not runs:
+        return {}
+    best: dict[str, Any] = {k: max(r[k] for r in runs) for k in ("rps", "put_gbs", "get_gbs")}
+    for key in ("cpu_us_per_req", "put_cpu_s", "get_cpu_s"):
+        best[key] = min(r[key] for r in runs)
+    best["rss_peak_mb"] = max(r["rss_peak_mb"] for r in runs)
+    best["rss_idle_mb"] = max(r["rss_idle_mb"] for r in runs)
+    best["errors"] = sum(r["errors"] for r in runs)
+    best["generator"] = runs[0]["generator"]
+    return best
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -495,27 +512,15 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; prints the tables (and JSON with ``--json``)."""
-    ours_runs: list[float] = []
-    hyper_runs: list[float] = []
-    ours_cpu: list[float] = []
-    hyper_cpu: list[float] = []
-    ours: dict[str, Any] = {}
-    hyper: dict[str, Any] = {}
-    have_hypercorn = _has_module("hypercorn")
-    for round_no in range(max(args.rounds, 1)):
-        # Big transfers once per server (first round); small GETs every round.
-        first = round_no == 0
-        got = _measure_server("serve-ours", args, ours_runs, ours_cpu, big=first)
-        if first:
-            ours = got
-        if have_hypercorn:
-            got = _measure_server("serve-hypercorn", args, hyper_runs, hyper_cpu, big=first)
-            if first:
-                hyper = got
-    ours["rps"] = max(ours_runs)
-    hyper["rps"] = max(hyper_runs) if hyper_runs else None
-    ours["cpu_us_per_req"] = min(ours_cpu)
-    hyper["cpu_us_per_req"] = min(hyper_cpu) if hyper_cpu else None
+    servers = ["serve-ours"] + (["serve-hypercorn"] if _has_module("hypercorn") else [])
+    runs: dict[str, list[dict[str, Any]]] = {role: [] for role in servers}
+    for _ in range(max(args.rounds, 1)):
+        for role in servers:
+            runs[role].append(_measure_server(role, args))
+    ours = _best(runs["serve-ours"])
+    hyper = _best(runs.get("serve-hypercorn", []))
+    ours_runs = [r["rps"] for r in runs["serve-ours"]]
+    hyper_runs = [r["rps"] for r in runs.get("serve-hypercorn", [])]
 
     client: dict[str, Any] = {}
     if not args.no_client:
@@ -544,6 +549,10 @@ def run(args: argparse.Namespace) -> int:
          _ratio(ours["put_gbs"], hyper.get("put_gbs")), f">= {TARGET_PUT_GBS} GB/s"),
         (f"{size} MiB GET GB/s (1 conn)", _fmt(ours["get_gbs"]), _fmt(hyper.get("get_gbs")),
          _ratio(ours["get_gbs"], hyper.get("get_gbs")), f">= {TARGET_GET_GBS} GB/s"),
+        (f"server CPU s per {size} MiB PUT", _fmt(ours["put_cpu_s"]), _fmt(hyper.get("put_cpu_s")),
+         _ratio(hyper.get("put_cpu_s"), ours["put_cpu_s"]), "(ratio: hypercorn/ours)"),
+        (f"server CPU s per {size} MiB GET", _fmt(ours["get_cpu_s"]), _fmt(hyper.get("get_cpu_s")),
+         _ratio(hyper.get("get_cpu_s"), ours["get_cpu_s"]), "(ratio: hypercorn/ours)"),
         ("server peak RSS MB (transfers)", _fmt(ours["rss_peak_mb"], 1),
          _fmt(hyper.get("rss_peak_mb"), 1), "", f"< {TARGET_RSS_MB:g} MB"),
         ("server RSS MB before transfers", _fmt(ours["rss_idle_mb"], 1),
@@ -551,9 +560,10 @@ def run(args: argparse.Namespace) -> int:
     ]
     print(f"HTTP core: peerstack vs hypercorn (trio worker); one server process each, "
           f"{os.cpu_count()} CPUs, load by {ours['generator']}")
-    print(f"small GET: best of {len(ours_runs)} x {args.duration:g}s runs each "
-          f"(peerstack {', '.join(_fmt(r, 0) for r in ours_runs)}; "
-          f"hypercorn {', '.join(_fmt(r, 0) for r in hyper_runs) or '-'})")
+    print(f"best of {len(ours_runs)} alternating rounds per server ({args.duration:g}s of small GETs, "
+          f"then the transfers); small GET req/s per round: "
+          f"peerstack {', '.join(_fmt(r, 0) for r in ours_runs)}; "
+          f"hypercorn {', '.join(_fmt(r, 0) for r in hyper_runs) or '-'}")
     _table(("", "peerstack", "hypercorn", "ratio", "target"), rows)
     if ours.get("errors") or hyper.get("errors"):
         print(f"load errors: peerstack {ours.get('errors')}, hypercorn {hyper.get('errors')}")
@@ -577,7 +587,8 @@ def run(args: argparse.Namespace) -> int:
                           "duration_s": args.duration, "cpus": os.cpu_count(),
                           "peerstack": ours, "hypercorn": hyper,
                           "small_get_runs": {"peerstack": ours_runs, "hypercorn": hyper_runs},
-                          "cpu_us_per_req_runs": {"peerstack": ours_cpu, "hypercorn": hyper_cpu},
+                          "runs": {"peerstack": runs["serve-ours"],
+                                   "hypercorn": runs.get("serve-hypercorn", [])},
                           "small_get_ratio": ratio, "targets_met": checks, "client": client}))
     return 0
 
