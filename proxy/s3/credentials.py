@@ -7,6 +7,12 @@ node computes the same secret and none has to be stored or replicated.
 ``peerstack user add`` prints the pair (:func:`key_pair`); the bootstrap
 admin of the cluster file has one too.
 
+Keys the identity service made (EC2 credentials, ``openstack ec2
+credentials create``) work too: any access key that is not one of the
+derived ones is looked up there, and the bootstrap admin's derived key acts
+in the identity service's admin project, so S3 and Swift see the same
+account ``AUTH_<project id>``.
+
 A key is honoured only while its user exists: the user record is looked up
 (and remembered for :data:`CACHE_TTL` seconds, so a deleted user's key dies
 within that time).  Rotating a user's S3 secret is not offered here; the
@@ -23,6 +29,7 @@ import time
 
 from node.config import ClusterConfig
 from proxy.auth import Identity
+from proxy.identity.service import IdentityService
 from proxy.users import UserError, UserStore, split_user
 
 ACCESS_PREFIX = "PS"
@@ -63,9 +70,11 @@ def user_of(access_key: str) -> tuple[str, str] | None:
 class Credentials:
     """Access key -> ``(identity, secret)`` for the request signature checks."""
 
-    def __init__(self, cluster: ClusterConfig, users: UserStore, ttl: float = CACHE_TTL) -> None:
+    def __init__(self, cluster: ClusterConfig, users: UserStore, ttl: float = CACHE_TTL,
+                 identity: IdentityService | None = None) -> None:
         self.cluster = cluster
         self.users = users
+        self.identity = identity
         self.ttl = ttl
         self._known: dict[str, tuple[float, Identity | None]] = {}
 
@@ -73,10 +82,14 @@ class Credentials:
         """The key's owner and secret; ``None`` if no such key (InvalidAccessKeyId)."""
         who = user_of(access_key)
         if who is None:
-            return None
+            return await self.identity.ec2_identity(access_key) if self.identity is not None else None
         project, user = who
         if self.users.bootstrap_admin(project, user):
-            return Identity(project, user, True), secret_for(self.cluster, project, user)
+            if self.identity is not None:
+                ids = {"project_id": self.identity.admin_project_id, "user_id": self.identity.admin_user_id}
+            else:
+                ids = {}
+            return Identity(project, user, True, **ids), secret_for(self.cluster, project, user)
         now = time.monotonic()
         hit = self._known.get(access_key)
         if hit is None or hit[0] < now:

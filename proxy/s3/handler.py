@@ -28,6 +28,7 @@ from proxy.s3 import buckets, listing, multipart, objects
 from proxy.s3.auth import authenticate, has_credentials
 from proxy.s3.context import S3Call, S3Settings
 from proxy.s3.credentials import Credentials
+from proxy.identity.service import IdentityService
 from proxy.s3.errors import S3Error
 from proxy.s3.sigv4 import split_query
 from proxy.swift_call import ContainerInfoCache
@@ -41,10 +42,11 @@ Route = Callable[[S3Call], Awaitable[Response]]
 class S3API:
     """``is_s3_request(request)`` and ``async handle(request) -> Response``."""
 
-    def __init__(self, cc: ClusterClient, users: UserStore, settings: S3Settings | None = None) -> None:
+    def __init__(self, cc: ClusterClient, users: UserStore, settings: S3Settings | None = None,
+                 identity: IdentityService | None = None) -> None:
         self.cc = cc
         self.settings = settings or S3Settings()
-        self.credentials = Credentials(cc.cluster, users)
+        self.credentials = Credentials(cc.cluster, users, identity=identity)
         self.containers = ContainerInfoCache()
 
     def bucket_from_host(self, request: Request) -> str | None:
