@@ -30,7 +30,7 @@ def build_swift_api(node: Node) -> SwiftAPI:
 def install(node: Node) -> None:
     """Serve the Swift v1 API (``/auth/v1.0``, ``/info``, ``/v1/...``) and identity (``/v3``) on the public port."""
     swift = build_swift_api(node)
-    s3 = S3API(swift.cc, swift.auth.users)
+    s3 = S3API(swift.cc, swift.auth.users, identity=swift.auth.identity)
     keystone = mount_identity(node, swift.auth.identity)
 
     def storage(request: Request) -> Awaitable[Response]:
