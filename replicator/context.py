@@ -10,7 +10,7 @@ from node.cluster_client import ClusterClient
 from node.cluster_rings import RingSet
 from node.config import Replicator
 from node.daemon import Node
-from node.http_client import Timeouts
+from node.http_client import HTTPClient, Timeouts
 from node.storage import StorageServer
 from node.storage.db import ConnectionPool
 
@@ -64,7 +64,8 @@ class Context:
         self.timeouts = Timeouts(connect=self.config.connect_timeout, node=self.config.node_timeout)
 
     @property
-    def client(self):
+    def client(self) -> HTTPClient:
+        """The node's signed client: peers refuse unsigned internal requests."""
         return self.node.client
 
     @cached_property
