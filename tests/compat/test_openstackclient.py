@@ -69,16 +69,15 @@ def test_openstack_cli_identity_commands(cluster, admin_env, tmp_path):
     alice = osc(admin_env, tmp_path, "user", "create", "--password", "alice-pw", "--project", "demo", "alice")
     osc(admin_env, tmp_path, "user", "create", "--password", "bob-pw", "bob")
     osc(admin_env, tmp_path, "user", "create", "--password", "rita-pw", "rita")
-    assert {"alice", "bob", "rita", "admin"} <= {u["Name"] for u in osc(admin_env, tmp_path, "user", "list")}
 
     osc(admin_env, tmp_path, "role", "add", "--project", "demo", "--user", "alice", "member", output=False)
     osc(admin_env, tmp_path, "role", "add", "--project", "demo", "--user", "rita", "reader", output=False)
     rows = osc(admin_env, tmp_path, "role", "assignment", "list", "--project", "demo", "--names")
     assert {(r["User"], r["Role"]) for r in rows} == {("alice@Default", "member"), ("rita@Default", "reader")}
-    assert len(osc(admin_env, tmp_path, "role", "assignment", "list", "--user", alice["id"])) == 1
 
     osc(admin_env, tmp_path, "user", "set", "--disable", "bob", output=False)
     users = {u["Name"]: u for u in osc(admin_env, tmp_path, "user", "list", "--long")}
+    assert {"alice", "bob", "rita", "admin"} <= set(users)
     assert users["bob"]["Enabled"] is False and users["alice"]["Enabled"] is True
     bob_env = openrc_env(admin_env["OS_AUTH_URL"], "bob", "bob-pw", "demo")
     assert run([OPENSTACK, "token", "issue"], bob_env, tmp_path, check=False).returncode != 0
@@ -94,9 +93,9 @@ def test_openstack_cli_identity_commands(cluster, admin_env, tmp_path):
 
     catalog = {row["Type"]: row for row in osc(admin_env, tmp_path, "catalog", "list")}
     assert {"identity", "object-store", "image", "compute", "volumev3", "network"} <= set(catalog)
-    endpoints = catalog["object-store"]["Endpoints"]
-    text = json.dumps(endpoints)
-    assert all(node.public_url in text for node in cluster.nodes)
+    text = json.dumps(catalog["object-store"]["Endpoints"])
+    assert all(f"http://{node.layout.ip}:" in text for node in cluster.nodes)
+    assert f"{cluster.nodes[0].public_url}/v1/AUTH_{token['project_id']}" in text
 
 
 def test_swift_cli_with_keystone_v3(cluster, admin_env, tmp_path):
