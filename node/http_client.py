@@ -91,12 +91,8 @@ class _PooledConnection:
         return BackendError(f"{what} {where}: {exc}")
 
     async def send_bytes(self, data: bytes, timeout: float) -> None:
-        if not data:
-            return
-        try:
-            await self.io.send_all(data, timeout)
-        except (OSError, TimeoutError) as exc:
-            raise self._error("send to", exc) from exc
+        if data:
+            await self.send_pieces([data], timeout)
 
     async def send_pieces(self, pieces: list[bytes], timeout: float) -> None:
         try:
@@ -171,9 +167,12 @@ class ClientResponse:
             yield chunk
 
     async def read(self, max_bytes: int = 64 << 20) -> bytes:
-        """The whole body; :class:`BackendError` past ``max_bytes``."""
+        """The whole body; :class:`BackendError` past ``max_bytes``.
+
+        Reading again returns the same bytes (``request()`` already read).
+        """
         ex = self._exchange
-        if ex is None:
+        if ex is None or ex._response_done:
             return self.body
         parts = []
         size = 0

@@ -440,17 +440,10 @@ class _Connection:
             self.h11.receive_data(b"")
 
     async def send_all(self, data: bytes) -> None:
-        self.deadline = trio.current_time() + self.limits.send_timeout
-        try:
-            await self.io.send_all(data, None)
-        except trio.ClosedResourceError as exc:
-            raise ClientDisconnected("send timeout") from exc
-        except OSError as exc:
-            raise ClientDisconnected(str(exc)) from exc
-        finally:
-            self.deadline = _NEVER
+        await self.send_pieces([data])
 
     async def send_pieces(self, pieces: list[bytes]) -> None:
+        """Send ``pieces`` in order; the client must take them within send_timeout."""
         self.deadline = trio.current_time() + self.limits.send_timeout
         try:
             await self.io.send_pieces(pieces, None)
@@ -661,7 +654,6 @@ class HTTPServer:
             conn.h11.next_event()
         status = 500
         response: Response | None = None
-        keep = False
         try:
             try:
                 response = await self.handler(request)

@@ -28,6 +28,7 @@ async def test_sequential_requests_share_one_connection():
             clients = set()
             for i in range(5):
                 resp = await client.request("GET", HOST, server.port, f"/p{i}?q={i}")
+                assert await resp.read() == resp.body  # already read: same bytes again
                 info = json.loads(resp.body)
                 assert resp.status == 200 and info["path"] == f"/p{i}" and info["query"] == {"q": str(i)}
                 clients.add(info["client"])
