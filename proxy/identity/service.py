@@ -11,7 +11,9 @@ identity records for them -- domain ``default``, roles ``admin``,
 ``member``, ``reader``, the admin project and user, and the user's
 ``admin`` role on that project -- are created lazily by the first identity
 operation on each node (:meth:`IdentityService.ready`).  Their ids are
-derived from the cluster id, so every node writes the very same ids and
+derived from the cluster id (the admin project's id is its name, so the
+Swift account ``AUTH_<name>`` the admin used before stays the admin's), so
+every node writes the very same ids and
 the step is idempotent: a record that exists is left alone (the admin may
 have changed the password since), and one that was deleted on purpose (a
 tombstone) is not resurrected.  Nothing needs to run at ``cluster init``,
@@ -77,7 +79,10 @@ class IdentityService:
         self.validator = TokenValidator(self.codec, self.revocations)
         self.sync = RevocationSync(self.store, self.revocations)
         cid = cluster.cluster_id
-        self.admin_project_id = stable_id(cid, "project", DEFAULT_DOMAIN_ID, cluster.admin.project)
+        # The bootstrap project's id is its name (as the default domain's id is
+        # "default"), so data stored under AUTH_<admin project> before identity
+        # existed stays the admin's.
+        self.admin_project_id = cluster.admin.project
         self.admin_user_id = stable_id(cid, "user", DEFAULT_DOMAIN_ID, cluster.admin.user)
         self.role_ids = {name: stable_id(cid, "role", name) for name in STANDARD_ROLES}
         self._bootstrapped = False
