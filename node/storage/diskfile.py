@@ -354,7 +354,8 @@ def is_post_metadata(key: str) -> bool:
             or k in POST_HEADERS)
 
 
-POST_HEADERS = frozenset({"content-disposition", "content-encoding", "x-delete-at",
+POST_HEADERS = frozenset({"content-disposition", "content-encoding", "content-language",
+                          "cache-control", "expires", "x-robots-tag", "x-delete-at",
                           "x-object-manifest", "x-static-large-object"})
 
 

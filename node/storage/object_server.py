@@ -56,7 +56,8 @@ WRITE_BATCH = 1 << 20
 READ_CHUNK = 1 << 20
 
 #: headers a PUT stores besides Content-Type and metadata
-STORED_HEADERS = frozenset({"content-disposition", "content-encoding", "x-delete-at",
+STORED_HEADERS = frozenset({"content-disposition", "content-encoding", "content-language",
+                            "cache-control", "expires", "x-robots-tag", "x-delete-at",
                             "x-object-manifest", "x-static-large-object"})
 STORED_PREFIXES = ("x-object-meta-", "x-object-sysmeta-", "x-object-transient-sysmeta-",
                    "x-backend-")

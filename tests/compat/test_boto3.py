@@ -7,6 +7,7 @@ SigV2 signer and one virtual-host addressing.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import os
@@ -100,7 +101,8 @@ def test_put_get_head_delete_with_metadata(s3, cluster, keys):
     s3.create_bucket(Bucket="objects")
     put = s3.put_object(Bucket="objects", Key="dir/hello.txt", Body=b"hello world", ContentType="text/plain",
                         Metadata={"color": "blue"}, ContentDisposition='attachment; filename="h.txt"',
-                        ContentEncoding="identity")
+                        ContentEncoding="identity", CacheControl="max-age=60", ContentLanguage="en",
+                        Expires=datetime.datetime(2030, 1, 2, tzinfo=datetime.timezone.utc))
     assert put["ETag"] == '"%s"' % hashlib.md5(b"hello world").hexdigest()
     other = make_client(cluster, keys, node=2)
     got = other.get_object(Bucket="objects", Key="dir/hello.txt")
@@ -108,6 +110,8 @@ def test_put_get_head_delete_with_metadata(s3, cluster, keys):
     assert got["ContentType"] == "text/plain" and got["Metadata"] == {"color": "blue"}
     assert got["ContentDisposition"] == 'attachment; filename="h.txt"'
     assert got["ContentEncoding"] == "identity"
+    assert got["CacheControl"] == "max-age=60" and got["ContentLanguage"] == "en"
+    assert got["Expires"].year == 2030
     head = s3.head_object(Bucket="objects", Key="dir/hello.txt")
     assert head["ContentLength"] == 11 and head["ETag"] == put["ETag"]
     over = s3.get_object(Bucket="objects", Key="dir/hello.txt", ResponseContentType="application/x-thing",
