@@ -102,6 +102,20 @@ def entry_size(entry: dict) -> int:
     return int(entry["bytes"])
 
 
+def manifest_headers(entries: list[dict], listing_etag: str | None = None) -> list[tuple[str, str]]:
+    """The headers that make a PUT body a Static Large Object manifest.
+
+    Container listings show the whole object's size and ETag, not the
+    manifest's: ``listing_etag`` overrides the ETag shown there (S3 shows its
+    ``md5-of-md5s-N``), default the SLO ETag.
+    """
+    etag = manifest_etag(entries)
+    size = str(sum(entry_size(e) for e in entries))
+    return [("X-Static-Large-Object", "True"), (SLO_ETAG.title(), etag), (SLO_SIZE.title(), size),
+            ("X-Backend-Container-Update-Override-Etag", listing_etag or etag),
+            ("X-Backend-Container-Update-Override-Size", size)]
+
+
 def parse_manifest(data: bytes) -> list[dict]:
     try:
         entries = json.loads(data)
@@ -185,17 +199,12 @@ async def put_manifest(call: SwiftCall, base_headers: list[tuple[str, str]]) -> 
         return error(400, "Errors:\n" + "\n".join(text for _, text in errors) + "\n")
     final = [e for e in entries if e is not None]
     etag = manifest_etag(final)
-    size = sum(entry_size(e) for e in final)
     wanted = request.headers.get("etag")
     if wanted and wanted.strip('"') != etag:
         return error(422)
     body = json.dumps(final).encode()
     headers = [(k, v) for k, v in base_headers if k.lower() not in ("etag", "content-length")]
-    headers += [("X-Static-Large-Object", "True"), ("X-Object-Sysmeta-Slo-Etag", etag),
-                ("X-Object-Sysmeta-Slo-Size", str(size)),
-                # The listing shows the whole's ETag and size, not the manifest's.
-                ("X-Backend-Container-Update-Override-Etag", etag),
-                ("X-Backend-Container-Update-Override-Size", str(size))]
+    headers += manifest_headers(final)
     status, resp_headers = await call.cc.put_object(call.account, call.container or "", call.obj or "",
                                                     headers, body, len(body))
     if status // 100 != 2:

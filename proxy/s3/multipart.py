@@ -249,7 +249,6 @@ async def complete_upload(call: S3Call) -> Response:
                         "content_type": row.get("content_type") or "application/octet-stream",
                         "last_modified": row.get("last_modified") or ""})
     s3_etag = hashlib.md5(b"".join(bytes.fromhex(e["hash"]) for e in entries)).hexdigest() + f"-{len(entries)}"
-    size = sum(e["bytes"] for e in entries)
     algorithm = marker.get(ALGORITHM)
     checksum: tuple[str, str] | None = None
     if algorithm:
@@ -268,11 +267,8 @@ async def complete_upload(call: S3Call) -> Response:
         checksum = (algorithm, combined)
     manifest = json.dumps(entries).encode()
     headers = [("Content-Type", marker.get("content-type") or "binary/octet-stream"),
-               ("X-Static-Large-Object", "True"),
-               (slo.SLO_ETAG.title(), slo.manifest_etag(entries)), (slo.SLO_SIZE.title(), str(size)),
+               *slo.manifest_headers(entries, listing_etag=s3_etag),
                (S3_ETAG.title(), s3_etag), (UPLOAD_ID.title(), upload_id),
-               ("X-Backend-Container-Update-Override-Etag", s3_etag),
-               ("X-Backend-Container-Update-Override-Size", str(size)),
                ("X-Timestamp", make_timestamp())]
     headers += [(k, v) for k, v in marker.items()
                 if k.startswith("x-object-meta-") or k in ("content-encoding", "content-disposition",
