@@ -4,7 +4,8 @@ Users live in the ring (see :mod:`proxy.users`), so this command needs no
 running proxy: it reads a node's config and the cluster file, builds a
 cluster client that signs with the cluster secret, and writes the user
 record straight to the storage servers.  Any node of the cluster can then
-log the user in.  Without ``--key`` a random key is made and printed.
+log the user in.  Without ``--key`` a random key is made and printed, with
+the user's S3 access/secret key pair.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from node.cluster_rings import RingUnavailable
 from node.config import ConfigError, load_cluster_config, load_node_config
 from node.http_client import HTTPClient
 from node.signing import RequestSigner
+from proxy.s3.credentials import key_pair
 from proxy.users import UserError, UserStore, make_user, split_user
 
 
@@ -52,6 +54,9 @@ async def _run(action: str, args: argparse.Namespace) -> int:
         print(f"user {project}:{user} added{' (cluster admin)' if args.admin else ''}")
         print(f"X-Auth-User: {project}:{user}")
         print(f"X-Auth-Key: {key}")
+        access, secret = key_pair(cluster, project, user)
+        print(f"AWS_ACCESS_KEY_ID: {access}")
+        print(f"AWS_SECRET_ACCESS_KEY: {secret}")
         return 0
     finally:
         await client.aclose()

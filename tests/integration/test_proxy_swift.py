@@ -12,6 +12,7 @@ import urllib.parse
 import httpx
 import pytest
 
+from proxy.s3.credentials import key_pair
 from proxy.tempurl import sign
 from tests.cluster import running_cluster
 from tools import peerstack
@@ -136,10 +137,14 @@ def test_bad_ranges(cluster, admin):
     assert r.status_code == 200 and r.content == b"0123456789"
 
 
-def test_other_accounts_and_acls(cluster, admin):
+def test_other_accounts_and_acls(cluster, admin, capsys):
     url, client = admin
     assert peerstack.main(["user", "add", "proj2:alice", "--key", "alicekey",
                            "--config", str(cluster.nodes[0].layout.config_path)]) == 0
+    printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines() if ": " in line)
+    assert printed["X-Auth-Key"] == "alicekey"
+    assert (printed["AWS_ACCESS_KEY_ID"], printed["AWS_SECRET_ACCESS_KEY"]) == \
+        key_pair(cluster.layout.cluster, "proj2", "alice")
     alice_url, alice_token = login(cluster.auth_url, "proj2:alice", "alicekey")
     assert alice_url.endswith("/v1/AUTH_proj2")
     alice = httpx.Client(headers={"X-Auth-Token": alice_token}, timeout=30)
