@@ -3,7 +3,8 @@
 Measures, against whatever ``--auth-url`` points at (peerstack or OpenStack
 Swift, so the two can be run side by side):
 
-* 4 KiB object PUT and GET: ops/s and p50/p99 latency at ``--concurrency``;
+* 4 KiB object PUT, GET, HEAD and DELETE: ops/s and p50/p99 latency at
+  ``--concurrency``;
 * one ``--large-size`` object PUT and GET: MB/s (the body is streamed from a
   1 MiB buffer, never held whole);
 * listing a container of ``--list-count`` objects: seconds for the whole
@@ -17,18 +18,22 @@ the last line.  Uses the HTTP core's pooled client, unsigned.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import secrets
 import sys
 import time
 import urllib.parse
+from collections.abc import Callable
 
 import trio
 
 from node.http_client import BackendError, HTTPClient, Timeouts
 
 SMALL = 4096
+#: where a workload reports each finished step (a line of text)
+Report = Callable[[str], None]
 CHUNK = 1 << 20
 
 
@@ -45,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", required=True, help="project:user")
     parser.add_argument("--key", required=True)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--count", type=int, default=2000, help="4 KiB objects to PUT and GET")
+    parser.add_argument("--count", type=int, default=2000, help="4 KiB objects to PUT, GET, HEAD, DELETE")
     parser.add_argument("--large-size", type=parse_size, default=256 << 20, help="e.g. 256M")
     parser.add_argument("--list-count", type=int, default=10000, help="objects in the listed container")
     parser.add_argument("--keep", action="store_true", help="leave the bench containers in place")
@@ -158,6 +163,85 @@ async def list_all(ep: Endpoint, container: str) -> tuple[float, int]:
     return time.perf_counter() - start, total
 
 
+def op_stats(count: int, secs: float, latencies: list[float], errors: int) -> dict:
+    """ops/s and p50/p99 latency (ms) of one :func:`run_ops` run."""
+    return {"ops_per_s": round(count / secs, 1) if secs else 0.0,
+            "p50_ms": round(percentile(latencies, 50) * 1000, 2),
+            "p99_ms": round(percentile(latencies, 99) * 1000, 2), "errors": errors}
+
+
+async def small_objects(ep: Endpoint, container: str, count: int, concurrency: int,
+                        report: Report = print) -> dict:
+    """PUT, GET, HEAD, then DELETE ``count`` 4 KiB objects; stats per verb."""
+    payload = os.urandom(SMALL)
+    names = [f"obj-{i:07d}" for i in range(count)]
+
+    async def put(name: str) -> bool:
+        return (await ep.call("PUT", container, name, body=payload)).status == 201
+
+    async def get(name: str) -> bool:
+        resp = await ep.call("GET", container, name)
+        return resp.status == 200 and resp.body == payload
+
+    async def head(name: str) -> bool:
+        resp = await ep.call("HEAD", container, name)
+        return resp.status == 200 and resp.headers.get("content-length") == str(SMALL)
+
+    async def delete(name: str) -> bool:
+        return (await ep.call("DELETE", container, name)).status == 204
+
+    result = {}
+    for label, op in (("put_4k", put), ("get_4k", get), ("head_4k", head), ("delete_4k", delete)):
+        result[label] = op_stats(count, *await run_ops(ep, concurrency, names, op))
+        report(f"{label}: {result[label]}")
+    return result
+
+
+async def large_object(ep: Endpoint, container: str, size: int, report: Report = print) -> dict:
+    """PUT then GET one ``size``-byte object (streamed both ways); MB/s each."""
+    result = {}
+    secs = await put_large(ep, container, "large", size)
+    result["put_large"] = {"bytes": size, "mb_per_s": round(size / secs / 1e6, 1)}
+    report(f"put_large: {result['put_large']}")
+    secs, got = await get_large(ep, container, "large")
+    if got != size:
+        raise SystemExit(f"bench swift: large GET returned {got} of {size} bytes")
+    result["get_large"] = {"bytes": got, "mb_per_s": round(got / secs / 1e6, 1)}
+    report(f"get_large: {result['get_large']}")
+    await ep.call("DELETE", container, "large")
+    return result
+
+
+async def listing(ep: Endpoint, container: str, count: int, concurrency: int, report: Report = print) -> dict:
+    """Fill ``container`` with ``count`` empty objects, then time listing all of them."""
+    names = [f"item-{i:07d}" for i in range(count)]
+
+    async def put_empty(name: str) -> bool:
+        return (await ep.call("PUT", container, name, body=b"")).status == 201
+
+    _, _, errors = await run_ops(ep, concurrency, names, put_empty)
+    secs, listed = await list_all(ep, container)
+    result = {"objects": listed, "seconds": round(secs, 3), "fill_errors": errors}
+    report(f"listing: {result}")
+    return result
+
+
+async def empty_containers(ep: Endpoint, containers: list[str], concurrency: int) -> None:
+    """Delete every object left in ``containers``, then the containers."""
+    for container in containers:
+        while True:
+            resp = await ep.call("GET", container, query="format=json&limit=10000")
+            rows = json.loads(resp.body) if resp.status == 200 else []
+            if not rows:
+                break
+
+            async def delete(name: str, container: str = container) -> bool:
+                return (await ep.call("DELETE", container, name)).status in (204, 404)
+
+            await run_ops(ep, concurrency, [r["name"] for r in rows], delete)
+        await ep.call("DELETE", container)
+
+
 async def bench(args: argparse.Namespace) -> dict:
     client = HTTPClient(timeouts=Timeouts(connect=5, node=60), max_idle_per_peer=args.concurrency * 2)
     ep = await login(client, args.auth_url, args.user, args.key)
@@ -166,48 +250,12 @@ async def bench(args: argparse.Namespace) -> dict:
     for c in (small_c, large_c, list_c):
         await ep.call("PUT", c)
     result: dict = {"endpoint": args.auth_url, "concurrency": args.concurrency}
-    payload = os.urandom(SMALL)
-    names = [f"obj-{i:07d}" for i in range(args.count)]
-
-    async def put_small(name: str) -> bool:
-        return (await ep.call("PUT", small_c, name, body=payload)).status == 201
-
-    async def get_small(name: str) -> bool:
-        resp = await ep.call("GET", small_c, name)
-        return resp.status == 200 and len(resp.body) == SMALL
-
-    for label, op in (("put_4k", put_small), ("get_4k", get_small)):
-        secs, lat, errors = await run_ops(ep, args.concurrency, names, op)
-        result[label] = {"ops_per_s": round(len(names) / secs, 1), "p50_ms": round(percentile(lat, 50) * 1000, 2),
-                         "p99_ms": round(percentile(lat, 99) * 1000, 2), "errors": errors}
-        print(f"{label}: {result[label]}", flush=True)
-
-    secs = await put_large(ep, large_c, "large", args.large_size)
-    result["put_large"] = {"bytes": args.large_size, "mb_per_s": round(args.large_size / secs / 1e6, 1)}
-    print(f"put_large: {result['put_large']}", flush=True)
-    secs, got = await get_large(ep, large_c, "large")
-    result["get_large"] = {"bytes": got, "mb_per_s": round(got / secs / 1e6, 1)}
-    print(f"get_large: {result['get_large']}", flush=True)
-
-    list_names = [f"item-{i:07d}" for i in range(args.list_count)]
-
-    async def put_empty(name: str) -> bool:
-        return (await ep.call("PUT", list_c, name, body=b"")).status == 201
-
-    await run_ops(ep, args.concurrency, list_names, put_empty)
-    secs, listed = await list_all(ep, list_c)
-    result["listing"] = {"objects": listed, "seconds": round(secs, 3)}
-    print(f"listing: {result['listing']}", flush=True)
-
+    report = functools.partial(print, flush=True)
+    result.update(await small_objects(ep, small_c, args.count, args.concurrency, report))
+    result.update(await large_object(ep, large_c, args.large_size, report))
+    result["listing"] = await listing(ep, list_c, args.list_count, args.concurrency, report)
     if not args.keep:
-        async def delete(container_and_name: str) -> bool:
-            container, _, name = container_and_name.partition("/")
-            return (await ep.call("DELETE", container, name)).status in (204, 404)
-
-        doomed = [f"{small_c}/{n}" for n in names] + [f"{list_c}/{n}" for n in list_names] + [f"{large_c}/large"]
-        await run_ops(ep, args.concurrency, doomed, delete)
-        for c in (small_c, large_c, list_c):
-            await ep.call("DELETE", c)
+        await empty_containers(ep, [small_c, large_c, list_c], args.concurrency)
     await client.aclose()
     return result
 
@@ -216,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
     result = trio.run(bench, args)
     if args.json:
         print(json.dumps(result))
-    bad = result["put_4k"]["errors"] + result["get_4k"]["errors"]
+    bad = sum(result[k]["errors"] for k in ("put_4k", "get_4k", "head_4k", "delete_4k"))
     if bad:
         print(f"bench swift: {bad} small operations failed", file=sys.stderr)
         return 1
