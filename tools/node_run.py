@@ -1,8 +1,8 @@
 """``peerstack node run``: compose one node's services into one trio program.
 
 This is the one place that knows every part of a node: the storage servers
-(node/), the proxy (proxy/), and -- as they arrive -- the replicators and the
-compute agent.  Each part installs its handlers and background services on
+(node/), the proxy (proxy/), the replicators (replicator/), the compute agent
+(compute_agent/) and membership (node/).  Each part installs its handlers and background services on
 the :class:`node.daemon.Node`, which serves both ports and supervises them.
 """
 
@@ -13,6 +13,7 @@ import sys
 
 import trio
 
+import compute_agent
 import proxy.app
 import replicator
 from node.config import ConfigError, NodeConfig, load_cluster_config, load_node_config
@@ -35,6 +36,7 @@ def compose(config: NodeConfig) -> Node:
     node.add_service("storage", storage.run_background)
     proxy.app.install(node)
     replicator.install(node)
+    compute_agent.install(node)
     install_membership(node)
     return node
 

@@ -21,10 +21,8 @@ import httpx
 import pytest
 import trio
 
-from tests.cluster import RunningCluster
-from tests.compute.node_runner import AgentNode
+from tests.cluster import RunningCluster, running_cluster
 from tools import image_build
-from tools.demo import free_port, layout_cluster
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_DIR = REPO / "var" / "test-images" / "guest"
@@ -83,22 +81,12 @@ def destroy_domains_under(root: Path) -> None:
 
 @contextmanager
 def agent_cluster(root: Path, nodes: int = 3) -> Iterator[RunningCluster]:
-    import random
-    net = random.randrange(100, 250)
-    ips = [f"127.{net}.{net}.{i + 1}" for i in range(nodes)]
-    layout = layout_cluster(root, ips=ips, public_ports=[free_port(ip) for ip in ips],
-                            internal_ports=[free_port(ip) for ip in ips], devices_per_node=1,
-                            replicas=3, part_power=6, name="compute-test")
-    procs = [AgentNode(node) for node in layout.nodes]
-    cluster = RunningCluster(layout, procs)
-    try:
-        for proc in procs:
-            proc.start()
-        yield cluster
-    finally:
-        for proc in procs:
-            proc.stop()
-        destroy_domains_under(layout.root)
+    """A cluster whose nodes run the compute agent; their VMs are removed afterwards."""
+    with running_cluster(root, nodes=nodes, replicas=3, devices_per_node=1, part_power=6) as running:
+        try:
+            yield running
+        finally:
+            destroy_domains_under(running.root)
 
 
 @pytest.fixture(scope="session")
