@@ -336,6 +336,44 @@ async def test_read_timeout_mid_body_reaches_handler():
             assert len(seen) == 1
 
 
+async def test_send_timeout_drops_a_client_that_stops_reading():
+    closed = trio.Event()
+
+    async def handler(request: Request) -> Response:
+        if request.path == "/ok":
+            return await hello(request)
+
+        async def endless():
+            try:
+                while True:
+                    yield b"x" * (1 << 20)
+            finally:
+                closed.set()
+        return Response(200, [], endless())
+
+    limits = ServerLimits(send_timeout=0.3)
+    with trio.fail_after(10):
+        async with serving(handler, limits) as server:
+            client = await RawClient.connect(server.port)
+            await client.send(get("/forever"))
+            # Never read: the kernel buffers fill, the server's sends stall,
+            # and the watchdog ends the connection and the body with it.
+            await closed.wait()
+            other = await RawClient.connect(server.port)
+            await other.send(get("/ok"))
+            assert (await other.response())[0] == 200
+
+
+async def test_http_1_0_request_is_answered_and_closed():
+    with trio.fail_after(10):
+        async with serving(hello) as server:
+            client = await RawClient.connect(server.port)
+            await client.send(b"GET /old HTTP/1.0\r\n\r\n")
+            status, headers, body = await client.response()
+            assert (status, body) == (200, b"hello /old")
+            assert await client.at_eof()
+
+
 # -- malformed requests and limits ------------------------------------------------
 
 @pytest.mark.parametrize("raw", [
