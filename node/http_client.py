@@ -292,7 +292,7 @@ class Exchange:
     def _take_response(self, event: h11.Event) -> ClientResponse:
         if type(event) is not h11.Response:
             raise BackendError(f"expected a response, got {type(event).__name__}")
-        self.response = ClientResponse(event.status_code, Headers(event.headers), self)
+        self.response = ClientResponse(event.status_code, Headers(event.headers.raw_items()), self)
         return self.response
 
     async def _next_body_chunk(self) -> bytes | None:
