@@ -41,11 +41,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 HOST = "127.0.0.1"
 BLOCK = 1 << 20
 SMALL_BODY = b"hello"
+#: what both servers stream for GET /big, allocated once
+PAYLOAD = bytes(BLOCK)
 
 #: the issue's targets for our server
 TARGET_RATIO = 4.0
@@ -79,8 +82,6 @@ def _serve_ours() -> None:
 
     from node.http_server import HTTPServer, Request, Response
 
-    block = bytes(BLOCK)
-
     async def handler(request: Request) -> Response:
         if request.method == "PUT":
             async for _ in request.iter_body():
@@ -89,7 +90,7 @@ def _serve_ours() -> None:
         if request.path == "/big":
             size = int(request.query.get("size", BLOCK))
             return Response(200, [("Content-Type", "application/octet-stream")],
-                            _blocks(block, size), content_length=size)
+                            _blocks(size), content_length=size)
         return Response(200, [("Content-Type", "text/plain")], SMALL_BODY)
 
     async def main() -> None:
@@ -101,12 +102,12 @@ def _serve_ours() -> None:
     trio.run(main)
 
 
-def _blocks(block: bytes, size: int):
-    """``size`` bytes as slices of one buffer: no allocation per chunk."""
-    view = memoryview(block)
+def _blocks(size: int) -> Iterator[bytes | memoryview]:
+    """``size`` bytes as slices of :data:`PAYLOAD`: no allocation per chunk."""
+    view = memoryview(PAYLOAD)
     while size > 0:
-        n = min(size, len(block))
-        yield block if n == len(block) else view[:n]
+        n = min(size, BLOCK)
+        yield PAYLOAD if n == BLOCK else view[:n]
         size -= n
 
 
@@ -135,7 +136,7 @@ async def _asgi_app(scope: dict, receive, send) -> None:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/octet-stream"),
                                 (b"content-length", str(size).encode())]})
-        for chunk in _blocks(_ASGI_BLOCK, size):
+        for chunk in _blocks(size):
             await send({"type": "http.response.body", "body": bytes(chunk), "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         return
@@ -143,9 +144,6 @@ async def _asgi_app(scope: dict, receive, send) -> None:
                 "headers": [(b"content-type", b"text/plain"),
                             (b"content-length", str(len(SMALL_BODY)).encode())]})
     await send({"type": "http.response.body", "body": SMALL_BODY})
-
-
-_ASGI_BLOCK = bytes(BLOCK)
 
 
 def _serve_hypercorn() -> None:
@@ -292,11 +290,10 @@ def _run_client_bench(port: int, size: int, duration: float, connections: int) -
             assert resp.status == 200
         results["ours_seq_rps"] = await rate(one, 1, duration / 2)
         results["ours_conc_rps"] = await rate(one, connections, duration / 2)
-        block = bytes(BLOCK)
         start = trio.current_time()
         async with client.exchange(HOST, port) as ex:
             await ex.start("PUT", "/big", content_length=size)
-            for chunk in _blocks(block, size):
+            for chunk in _blocks(size):
                 await ex.send(chunk)
             resp = await ex.finish()
             await resp.read()
