@@ -74,6 +74,6 @@ if ! grep -Eq '^Active:\s+yes' <<<"$net_info"; then
 fi
 
 if [ -x .venv/bin/pip ] && ! .venv/bin/python -c 'import libvirt' 2>/dev/null; then
-    .venv/bin/pip install -q libvirt-python
+    .venv/bin/pip install -q -e '.[compute]'
 fi
 echo "compute ready: $(virsh -q -c qemu:///system version | head -1)"

@@ -23,3 +23,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e '.[test,bench]' -r requirements-clients.txt
+
+# QEMU/libvirt for the compute agent (and libvirt-python, which builds against libvirt-dev).
+bash scripts/install-compute.sh
