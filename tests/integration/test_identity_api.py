@@ -256,3 +256,32 @@ def test_rescope_and_ec2_credentials(cluster, admin):
         assert c.get(f"/users/{user_id}/credentials/OS-EC2/{cred['access']}").status_code == 404
         bad = c.post("/credentials", json={"credential": {"type": "ec2", "user_id": user_id, "blob": "{oops"}})
         assert bad.status_code == 400
+
+
+def test_application_credentials(cluster, admin):
+    token, body = admin
+    user_id = body["user"]["id"]
+    with api(cluster, token) as c:
+        r = c.post(f"/users/{user_id}/application_credentials",
+                   json={"application_credential": {"name": "ci", "roles": [{"name": "reader"}]}})
+        assert r.status_code == 403  # the admin holds "admin" only, not "reader" as such
+        r = c.post(f"/users/{user_id}/application_credentials", json={"application_credential": {"name": "ci"}})
+        assert r.status_code == 201
+        cred = r.json()["application_credential"]
+        assert cred["secret"] and cred["project_id"] == body["project"]["id"]
+        assert "secret" not in c.get(f"/users/{user_id}/application_credentials/{cred['id']}").json()[
+            "application_credential"]
+    auth = {"auth": {"identity": {"methods": ["application_credential"],
+                                  "application_credential": {"id": cred["id"], "secret": cred["secret"]}}}}
+    r = httpx.post(f"{cluster.nodes[2].public_url}/v3/auth/tokens?nocatalog", json=auth)
+    assert r.status_code == 201 and "catalog" not in r.json()["token"]
+    app_token = r.headers["X-Subject-Token"]
+    assert r.json()["token"]["project"]["id"] == body["project"]["id"]
+    bad = {"auth": {"identity": {"methods": ["application_credential"],
+                                 "application_credential": {"id": cred["id"], "secret": "wrong"}}}}
+    assert httpx.post(f"{cluster.nodes[2].public_url}/v3/auth/tokens", json=bad).status_code == 401
+    with api(cluster, token, node=1) as c:
+        assert c.delete(f"/users/{user_id}/application_credentials/{cred['id']}").status_code == 204
+    assert httpx.post(f"{cluster.nodes[0].public_url}/v3/auth/tokens", json=auth).status_code == 401
+    account = f"{cluster.nodes[2].public_url}/v1/AUTH_{body['project']['id']}"
+    wait_until(lambda: httpx.head(account, headers={"X-Auth-Token": app_token}).status_code == 401)
