@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.config import ClusterConfig, dump_toml, load_cluster_config
+from proxy.s3.credentials import key_pair
 from tools import ring_builder
 from tools.cluster_init import init_cluster
 
@@ -206,15 +209,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def write_openrc(layout: ClusterLayout) -> Path:
-    """Shell exports so the usual clients work after ``source openrc``."""
+    """Shell exports so every usual client works after ``source openrc``, with no flags.
+
+    swift, openstack and aws read environment variables; s3cmd gets a config
+    file named by ``S3CMD_CONFIG``; rclone gets a remote called ``peerstack``
+    from ``RCLONE_CONFIG_PEERSTACK_*`` (``rclone ls peerstack:bucket``).
+    """
     admin = layout.cluster.admin
     first = layout.nodes[0]
-    lines = [
-        "# peerstack demo: source this file, then use swift, etc. with no flags",
-        f"export ST_AUTH={first.public_url}/auth/v1.0",
-        f"export ST_USER={admin.project}:{admin.user}",
-        f"export ST_KEY={admin.password}",
-    ]
+    access, secret = key_pair(layout.cluster, admin.project, admin.user)
+    host = urllib.parse.urlsplit(first.public_url).netloc
+    s3cfg = layout.root / "s3cfg"
+    s3cfg.write_text("\n".join([
+        "[default]", f"access_key = {access}", f"secret_key = {secret}",
+        f"host_base = {host}", f"host_bucket = {host}", "use_https = False", ""]))
+    os.chmod(s3cfg, 0o600)
+    exports = {
+        "OS_AUTH_URL": f"{first.public_url}/v3",
+        "OS_IDENTITY_API_VERSION": "3",
+        "OS_USERNAME": admin.user,
+        "OS_PASSWORD": admin.password,
+        "OS_PROJECT_NAME": admin.project,
+        "OS_USER_DOMAIN_NAME": "Default",
+        "OS_PROJECT_DOMAIN_NAME": "Default",
+        # swift would otherwise follow OS_IDENTITY_API_VERSION to ST_AUTH + /v3
+        "ST_AUTH_VERSION": "1.0",
+        "ST_AUTH": f"{first.public_url}/auth/v1.0",
+        "ST_USER": f"{admin.project}:{admin.user}",
+        "ST_KEY": admin.password,
+        "AWS_ACCESS_KEY_ID": access,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_ENDPOINT_URL": first.public_url,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "S3CMD_CONFIG": str(s3cfg),
+        "RCLONE_CONFIG_PEERSTACK_TYPE": "s3",
+        "RCLONE_CONFIG_PEERSTACK_PROVIDER": "Other",
+        "RCLONE_CONFIG_PEERSTACK_ENDPOINT": first.public_url,
+        "RCLONE_CONFIG_PEERSTACK_ACCESS_KEY_ID": access,
+        "RCLONE_CONFIG_PEERSTACK_SECRET_ACCESS_KEY": secret,
+    }
+    lines = ["# peerstack: source this file; then openstack, swift, aws, s3cmd and rclone",
+             "# (remote 'peerstack:') talk to this cluster with no other flags."]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in exports.items()]
     path = layout.root / "openrc"
     path.write_text("\n".join(lines) + "\n")
     os.chmod(path, 0o600)
@@ -248,5 +284,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"endpoints:   {', '.join(n.public_url for n in layout.nodes)}")
     print(f"admin:       {admin.project}:{admin.user} / {admin.password}")
     print(f"credentials: source {openrc}")
-    print(f"try:         source {openrc} && swift upload photos README.md && swift list photos")
+    print(f"try:         source {openrc}")
+    print("             swift upload photos README.md && swift list photos")
+    print("             aws s3 ls s3://photos && s3cmd ls && rclone ls peerstack:photos")
+    print("             openstack token issue && openstack catalog list")
     return 0
