@@ -42,10 +42,16 @@ class ContainerBroker(DatabaseBroker):
     def is_deleted(self, info: dict[str, Any]) -> bool:
         return super().is_deleted(info) and not info["object_count"]
 
+    @staticmethod
+    def object_row(name: str, created_at: str, size: int, content_type: str, etag: str,
+                   deleted: bool) -> dict[str, Any]:
+        """One object row as :meth:`merge_rows` takes it."""
+        return {"name": name, "created_at": created_at, "size": size,
+                "content_type": content_type, "etag": etag, "deleted": int(deleted)}
+
     def put_object(self, name: str, created_at: str, size: int, content_type: str,
                    etag: str, deleted: bool) -> None:
-        self.merge_rows([{"name": name, "created_at": created_at, "size": size,
-                          "content_type": content_type, "etag": etag, "deleted": int(deleted)}])
+        self.merge_rows([self.object_row(name, created_at, size, content_type, etag, deleted)])
 
     def _merge_row(self, conn: sqlite3.Connection, row: dict[str, Any]) -> None:
         old = conn.execute("SELECT created_at, size, deleted FROM object WHERE name = ?",

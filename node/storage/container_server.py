@@ -5,7 +5,8 @@ Beyond :mod:`node.storage.db_server`:
 * object rows arrive from object servers as ``PUT``/``DELETE
   /<dev>/<part>/<a>/<c>/<o>`` with ``X-Backend-Server: container``,
   ``X-Timestamp`` and (for PUT) ``X-Size``, ``X-Content-Type``, ``X-Etag``;
-  201 / 204, 404 if the container does not exist;
+  201 / 204, 404 if the container does not exist; rows arriving together
+  are committed together (:mod:`node.storage.group_commit`);
 * a container ``DELETE`` is 409 while it holds objects;
 * totals go up to the account servers named by ``X-Account-Host`` /
   ``-Device`` / ``-Partition``: at once after a container PUT or DELETE
@@ -31,6 +32,7 @@ from node.storage.container_db import ContainerBroker
 from node.storage.db import DatabaseBroker
 from node.storage.db_server import DBServer, targets_json
 from node.storage.devices import DeviceUnavailable
+from node.storage.group_commit import GroupCommit
 from node.storage.httputil import HTTPError, require_timestamp
 from node.storage.paths import StoragePath
 from node.storage.timestamp import Timestamp
@@ -50,6 +52,7 @@ class ContainerServer(DBServer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.row_commits: GroupCommit[dict[str, Any]] = GroupCommit()
         #: containers whose totals changed since they were last reported
         self._dirty: dict[tuple[str, int, str, str], str] = {}
         self._wake = trio.Event()
@@ -141,12 +144,14 @@ class ContainerServer(DBServer):
             if not content_type or not etag:
                 raise HTTPError(400, "Missing X-Content-Type or X-Etag")
         assert sp.obj is not None
+        row = ContainerBroker.object_row(sp.obj, ts.internal, size, content_type, etag, deleted)
 
-        def apply() -> None:
-            broker = self.broker_for_row(sp)
-            broker.put_object(sp.obj, ts.internal, size, content_type, etag, deleted)
+        def commit(rows: list[dict[str, Any]]) -> None:
+            self.broker_for_row(sp).merge_rows(rows)
 
-        await self.run(apply)
+        # Concurrent rows for this container share one transaction (and fsync).
+        await self.row_commits.submit((sp.device, sp.partition, sp.account, sp.container),
+                                      row, commit)
         self._dirty[(sp.device, sp.partition, sp.account, sp.container or "")] = request.request_id
         self._wake.set()
         if deleted:

@@ -1,0 +1,108 @@
+"""Group commit: many concurrent row updates to one database, one transaction.
+
+Thirty-two clients writing into one container send thirty-two object rows
+to each container replica at once.  Committed one by one, every row costs
+a worker-thread hop and a WAL fsync while the others queue behind the
+connection's lock, so the last one waits for all of them.  Swift batches
+the same way through a ``.pending`` file; here the batching happens in
+memory, before anything is acknowledged:
+
+* the first update for a database opens a *batch* and leads it; updates
+  arriving while the batch is open join it;
+* the leader waits until the database's previous batch has committed (at
+  most one commit per database is in flight), closes its batch, and
+  commits every row of it in one transaction in one worker thread;
+* then every member of the batch is woken with the outcome: all rows are
+  durable together, or none is and every member sees the error.
+
+Nothing is acknowledged before its transaction commits (``synchronous =
+FULL``), so a crash in the middle of a batch loses only rows nobody was
+told about.  Rows within a batch keep their arrival order, and the merge
+itself decides newest-wins per name, so batching never changes the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+import trio
+
+Item = TypeVar("Item")
+
+
+class _Batch(Generic[Item]):
+    __slots__ = ("items", "done", "error")
+
+    def __init__(self, first: Item) -> None:
+        self.items: list[Item] = [first]
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+
+
+class _Queue(Generic[Item]):
+    __slots__ = ("open", "committing")
+
+    def __init__(self) -> None:
+        #: the batch still taking members (its leader is waiting for its turn)
+        self.open: _Batch[Item] | None = None
+        #: the batch whose transaction is running
+        self.committing: _Batch[Item] | None = None
+
+
+class GroupCommit(Generic[Item]):
+    """Batches items per key and applies each batch with one blocking call.
+
+    ``await group.submit(key, item, commit)`` returns once ``commit(items)``
+    -- called in a worker thread with ``item`` among ``items`` -- has
+    returned, and raises what it raised.  Every call for one ``key`` must
+    pass a ``commit`` that does the same thing (the leader's is used).
+    """
+
+    def __init__(self) -> None:
+        self._queues: dict[Hashable, _Queue[Item]] = {}
+        #: how many items and batches have been committed (or failed)
+        self.items = 0
+        self.batches = 0
+
+    def pending(self, key: Hashable) -> int:
+        """Items waiting for or in a commit of ``key`` (for tests and metrics)."""
+        queue = self._queues.get(key)
+        if queue is None:
+            return 0
+        return sum(len(b.items) for b in (queue.open, queue.committing) if b is not None)
+
+    async def submit(self, key: Hashable, item: Item, commit: Callable[[list[Item]], None]) -> None:
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _Queue()
+        batch = queue.open
+        if batch is not None:
+            batch.items.append(item)
+            await batch.done.wait()
+        else:
+            batch = queue.open = _Batch(item)
+            # Shielded: the members depend on the leader finishing the batch.
+            with trio.CancelScope(shield=True):
+                await self._lead(key, queue, batch, commit)
+        if batch.error is not None:
+            raise batch.error
+
+    async def _lead(self, key: Hashable, queue: _Queue[Item], batch: _Batch[Item],
+                    commit: Callable[[list[Item]], None]) -> None:
+        try:
+            if queue.committing is not None:
+                await queue.committing.done.wait()
+            queue.open = None  # later arrivals start the next batch
+            queue.committing = batch
+            self.items += len(batch.items)
+            self.batches += 1
+            try:
+                await trio.to_thread.run_sync(commit, batch.items)
+            except Exception as exc:
+                batch.error = exc
+        finally:
+            queue.committing = None
+            if queue.open is None and self._queues.get(key) is queue:
+                del self._queues[key]
+            batch.done.set()
