@@ -337,9 +337,18 @@ class OpenObject:
         self.metadata = metadata
         self.size = size
         self.data_timestamp = data_ts
+        #: the whole file, when :meth:`read_ahead` read it
+        self.content: bytes | None = None
 
     def pread(self, offset: int, length: int) -> bytes:
         return os.pread(self.fd, length, offset)
+
+    def read_ahead(self) -> None:
+        """Read the whole (small) file now, saving the body its own thread hop."""
+        content = os.pread(self.fd, self.size, 0)
+        if len(content) != self.size:
+            raise DiskFileError(f"short read: {len(content)} of {self.size} bytes")
+        self.content = content
 
     def close(self) -> None:
         if self.fd >= 0:
