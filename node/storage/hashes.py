@@ -73,9 +73,10 @@ def get_hashes(part_dir: Path, recalculate: Iterable[str] = ()) -> dict[str, str
             cached = {}
         stale = set(recalculate)
         try:
-            stale.update((part_dir / INVALID_FILE).read_text().split())
+            invalid = (part_dir / INVALID_FILE).read_text().split()
         except FileNotFoundError:
-            pass
+            invalid = []
+        stale.update(invalid)
         present = {n for n in _listdir(part_dir) if _SUFFIX_RE.match(n)}
         hashes: dict[str, str] = {}
         for suffix in sorted(present):
@@ -84,12 +85,13 @@ def get_hashes(part_dir: Path, recalculate: Iterable[str] = ()) -> dict[str, str
                 value = hash_suffix(part_dir / suffix)
             if value is not None:
                 hashes[suffix] = value
-        fd, tmp = tempfile.mkstemp(dir=part_dir, prefix=".hashes-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(hashes, f)
-        os.replace(tmp, part_dir / HASHES_FILE)
-        try:
+        # A replicator asks about every partition on every pass; most have
+        # not changed, and rewriting their caches would be most of its I/O.
+        if hashes != cached:
+            fd, tmp = tempfile.mkstemp(dir=part_dir, prefix=".hashes-")
+            with os.fdopen(fd, "w") as f:
+                json.dump(hashes, f)
+            os.replace(tmp, part_dir / HASHES_FILE)
+        if invalid:
             os.truncate(part_dir / INVALID_FILE, 0)
-        except FileNotFoundError:
-            pass
     return hashes
