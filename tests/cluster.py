@@ -65,15 +65,19 @@ class ClusterNode(NodeProcess):
 
 @contextmanager
 def running_cluster(tmp_path: Path, *, nodes: int = 3, replicas: int = 3,
-                    devices_per_node: int = 2, part_power: int = 8) -> Iterator[RunningCluster]:
-    """Build and start a cluster under ``tmp_path``; stop every node on exit."""
+                    devices_per_node: int = 2, part_power: int = 8,
+                    config: dict[str, dict] | None = None) -> Iterator[RunningCluster]:
+    """Build and start a cluster under ``tmp_path``; stop every node on exit.
+
+    ``config`` adds tables to every node's file, e.g. ``{"replicator": {"interval": 1}}``.
+    """
     net = random.randrange(100, 250)
     ips = [f"127.{net}.{net}.{i + 1}" for i in range(nodes)]
     layout = layout_cluster(tmp_path / "cluster", ips=ips,
                             public_ports=[free_port(ip) for ip in ips],
                             internal_ports=[free_port(ip) for ip in ips],
                             devices_per_node=devices_per_node, replicas=replicas,
-                            part_power=part_power, name="test")
+                            part_power=part_power, name="test", extra_config=config)
     procs = [ClusterNode(node) for node in layout.nodes]
     cluster = RunningCluster(layout, procs)
     try:

@@ -76,7 +76,8 @@ def free_port(ip: str) -> int:
         return s.getsockname()[1]
 
 
-def _write_node_config(node: NodeLayout, cluster_file: Path, ring_dir: Path) -> None:
+def _write_node_config(node: NodeLayout, cluster_file: Path, ring_dir: Path,
+                       extra: dict[str, dict] | None = None) -> None:
     node.root.mkdir(parents=True, exist_ok=True)
     for dev in node.devices:
         (node.root / dev).mkdir(exist_ok=True)
@@ -90,6 +91,7 @@ def _write_node_config(node: NodeLayout, cluster_file: Path, ring_dir: Path) -> 
         "public": {"host": node.ip, "port": node.public_port},
         "internal": {"host": node.ip, "port": node.internal_port},
         "storage": {"root": str(node.root), "devices": node.devices},
+        **(extra or {}),
     }))
 
 
@@ -114,8 +116,12 @@ def _build_rings(layout: ClusterLayout, replicas: int, part_power: int) -> None:
 
 def layout_cluster(root: Path, *, ips: list[str], public_ports: list[int],
                    internal_ports: list[int], devices_per_node: int = 2, replicas: int = 3,
-                   part_power: int = 10, name: str = "demo") -> ClusterLayout:
-    """Create (or reuse) a cluster file, node configs, devices and rings under ``root``."""
+                   part_power: int = 10, name: str = "demo",
+                   extra_config: dict[str, dict] | None = None) -> ClusterLayout:
+    """Create (or reuse) a cluster file, node configs, devices and rings under ``root``.
+
+    ``extra_config`` adds tables to every node file (``{"replicator": {...}}``).
+    """
     root = root.resolve()
     cluster_file = root / "cluster.toml"
     init_cluster(cluster_file, name)
@@ -124,7 +130,7 @@ def layout_cluster(root: Path, *, ips: list[str], public_ports: list[int],
         node = NodeLayout(name=f"node{i + 1}", ip=ip, public_port=public_ports[i],
                           internal_port=internal_ports[i], root=root / f"node{i + 1}",
                           devices=[f"d{j + 1}" for j in range(devices_per_node)], zone=i + 1)
-        _write_node_config(node, cluster_file, layout.ring_dir)
+        _write_node_config(node, cluster_file, layout.ring_dir, extra_config)
         layout.nodes.append(node)
     _build_rings(layout, replicas, part_power)
     return layout

@@ -14,22 +14,19 @@ import json
 import os
 import shutil
 import time
-import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from node.cluster_client import ClusterClient
-from node.config import NodeConfig, dump_toml
+from node.config import NodeConfig
 from node.http_client import BackendError, HTTPClient, Timeouts
 from node.signing import RequestSigner
 from node.storage.paths import hash_path
 from ring.lookup import Ring
-from tests.cluster import ClusterNode, RunningCluster
-from tools.demo import free_port, layout_cluster
+from tests.cluster import ClusterNode, RunningCluster, running_cluster
 
 ACCOUNT = "AUTH_test"
 #: replication every second; the other services only where a test asks for them
@@ -37,29 +34,13 @@ FAST = {"interval": 1.0, "audit_interval": 3600.0, "update_interval": 1.0,
         "expire_interval": 3600.0}
 
 
-@contextmanager
 def replication_cluster(tmp_path: Path, *, nodes: int = 3,
-                        replicator: dict[str, Any] | None = None) -> Iterator[RunningCluster]:
-    """``tests.cluster.running_cluster`` with a ``[replicator]`` table in every node file."""
-    net = int.from_bytes(os.urandom(1), "big") % 150 + 100
-    ips = [f"127.{net}.{net}.{i + 1}" for i in range(nodes)]
-    layout = layout_cluster(tmp_path / "cluster", ips=ips,
-                            public_ports=[free_port(ip) for ip in ips],
-                            internal_ports=[free_port(ip) for ip in ips],
-                            devices_per_node=2, replicas=3, part_power=8, name="test")
-    for node in layout.nodes:
-        doc = tomllib.loads(node.config_path.read_text())
-        doc["replicator"] = {**FAST, **(replicator or {})}
-        doc["membership"] = {"enabled": False}  # not needed here; spares the two cores
-        node.config_path.write_text(dump_toml(doc))
-    procs = [ClusterNode(node) for node in layout.nodes]
-    cluster = RunningCluster(layout, procs)
-    try:
-        for proc in procs:
-            proc.start()
-        yield cluster
-    finally:
-        cluster.stop_all()
+                        replicator: dict[str, Any] | None = None) -> ContextManager[RunningCluster]:
+    """``tests.cluster.running_cluster`` with a fast ``[replicator]`` table in every node file."""
+    return running_cluster(tmp_path, nodes=nodes, config={
+        "replicator": {**FAST, **(replicator or {})},
+        "membership": {"enabled": False},  # not needed here; spares the two cores
+    })
 
 
 class Harness:
