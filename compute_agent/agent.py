@@ -46,6 +46,7 @@ from compute_agent import disks
 from compute_agent.domain_xml import DomainSpec, domain_xml
 from compute_agent.hypervisor import ON_STATES, RUNNING, Hypervisor, HypervisorError, virt_type
 from compute_agent.image_cache import ImageCache, ImageFetchError
+from compute_agent.volumes import VolumeAgent
 from node.cluster_client import ClusterClient
 from node.daemon import Node
 from node.http_client import BackendError
@@ -181,6 +182,7 @@ class ComputeAgent:
         self.virt_type = virt_type()
         self.instances: dict[str, Instance] = {}
         self._nursery: trio.Nursery | None = None
+        self.volumes = VolumeAgent(self)
 
     @property
     def instances_dir(self) -> Path:
@@ -322,7 +324,8 @@ class ComputeAgent:
                 "vcpus_free": vcpus_total - vcpus_used,
                 "memory_mb": ram_total, "memory_mb_used": ram_used,
                 "memory_mb_free": ram_total - ram_used,
-                "disk_gb_free": max(disk_free - disk_used, 0), "servers": len(self.instances)}
+                "disk_gb_free": max(disk_free - disk_used, 0), "servers": len(self.instances),
+                "volume_gb": self.volumes.used_gb()}
 
     def _fits(self, flavor: dict[str, Any]) -> bool:
         free = self.resources()
@@ -337,6 +340,10 @@ class ComputeAgent:
         try:
             if parts[1:] == ["resources"] and request.method == "GET":
                 return _json(200, self.resources())
+            if len(parts) >= 2 and parts[1] == "volumes":
+                return await self.volumes.handle(request, parts[2:])
+            if len(parts) >= 4 and parts[1] == "servers" and parts[3] == "volumes":
+                return await self.volumes.handle_attachment(request, parts[2], parts[4:])
             if len(parts) >= 3 and parts[1] == "servers":
                 server_id = parts[2]
                 rest = parts[3:]

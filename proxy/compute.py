@@ -7,6 +7,7 @@
 ``DELETE /servers/<id>``                           the agent destroys domain and overlay
 ``POST /servers/<id>/action``                      ``os-start``, ``os-stop``, ``reboot``,
                                                    ``os-getConsoleOutput``, ``createImage``
+``/servers/<id>/os-volume_attachments[/<vol>]``   :mod:`proxy.volumes_attach`
 ``/flavors``, ``/os-keypairs``                     :mod:`proxy.compute_flavors`, ``..._keypairs``
 ================================================  =========================================
 
@@ -50,6 +51,8 @@ from proxy.compute_scheduler import Host, Scheduler
 from proxy.image_inspector import ImageRejected, check_declared
 from proxy.images import ImagesAPI, now_iso
 from proxy.images_store import ImageStore
+from proxy.volumes_attach import VolumeAttachments
+from proxy.volumes_store import VolumeStore
 
 log = logging.getLogger("peerstack.proxy.compute")
 
@@ -118,6 +121,7 @@ class ComputeAPI:
         self.flavors = Flavors(JsonRecords(cc, ACCOUNT, "flavors"))
         self.keypairs = Keypairs(JsonRecords(cc, ACCOUNT, "keypairs"))
         self.scheduler = Scheduler(node, cc)
+        self.attachments = VolumeAttachments(VolumeStore(node, cc))
         self._jobs: trio.Nursery | None = None
 
     async def run_jobs(self) -> None:
@@ -175,6 +179,9 @@ class ComputeAPI:
             return await self.delete(rest[0], identity)
         if rest[1:] == ["action"] and method == "POST":
             return await self.action(rest[0], body, identity)
+        if rest[1:2] == ["os-volume_attachments"]:
+            return await self.attachments.handle(method, await self._server(rest[0], identity), rest[2:],
+                                                 body, identity)
         raise APIError(404, "Not found")
 
     # -- servers -------------------------------------------------------------------------
@@ -323,6 +330,7 @@ class ComputeAPI:
             await self.servers.delete(server_id)
         elif resp.status // 100 != 2:
             raise APIError(409, f"Cannot delete instance {server_id} now.")
+        await self.attachments.server_deleted(server_id)
         return empty_response(204)
 
     async def action(self, server_id: str, body: Any, identity: Identity) -> Response:

@@ -1,7 +1,8 @@
 """Mounting the OpenStack-style image and compute APIs on the public port.
 
-:func:`mount` builds the Glance v2 (``/v2/images...``) and Nova v2.1
-(``/v2.1...``) handlers over the proxy's cluster client and its one identity
+:func:`mount` builds the Glance v2 (``/v2/images...``), Nova v2.1
+(``/v2.1...``), Cinder v3 (``/volume/v3...``, clear of Keystone's
+``/v3``) handlers over the proxy's cluster client and its one identity
 function, registers the background service that stores snapshots, and
 returns a handler that sends those paths to them and everything else to
 ``fallback`` (the Swift/S3 dispatch).
@@ -18,6 +19,8 @@ from proxy.auth import Identity
 from proxy.compute import ComputeAPI
 from proxy.images import ImagesAPI
 from proxy.images_store import ImageStore
+from proxy.volumes import PREFIX as VOLUMES_PREFIX
+from proxy.volumes import VolumesAPI
 
 IMAGES_PREFIX = "/v2/images"
 COMPUTE_PREFIX = "/v2.1"
@@ -33,6 +36,8 @@ def mount(node: Node, cc: ClusterClient, identify: Callable[[Request], Identity 
     images = ImagesAPI(ImageStore(cc), identify)
     compute = ComputeAPI(node, cc, images, identify)
     node.add_service("compute.api_jobs", compute.run_jobs)
+    volumes = VolumesAPI(node, cc, images, identify, compute.servers)
+    node.add_service("volume.api_jobs", volumes.run_jobs)
 
     async def dispatch(request: Request) -> Response:
         path = request.path
@@ -40,6 +45,8 @@ def mount(node: Node, cc: ClusterClient, identify: Callable[[Request], Identity 
             return await images(request)
         if _under(path, COMPUTE_PREFIX):
             return await compute(request)
+        if _under(path, VOLUMES_PREFIX):
+            return await volumes(request)
         return await fallback(request)
 
     return dispatch

@@ -13,7 +13,10 @@ boot: ``vmlinuz`` (disk_format ``aki``), ``initrd.gz`` (``ari``) and a small
 disk (``disk.raw`` / ``disk.qcow2``) whose image carries ``kernel_id`` and
 ``ramdisk_id`` properties.  The disk's first sector holds a label line, the
 second a boot counter the guest increments: a snapshot of a VM that booted
-once boots with ``boots=2``.
+once boots with ``boots=2``.  Volumes get the same treatment when they are
+hot-plugged (``/dev/vdb``...): a blank one gets the label
+``written-by-<the VM's SMBIOS uuid>``, and every attach counts itself and
+prints :data:`VOLUME_MARKER` with the device, label and count.
 
 Only ``apt-get download`` and ``dpkg -x`` are used (no root, no loop mounts);
 the initramfs is written as a ``newc`` cpio archive here, and ``qemu-img``
@@ -38,8 +41,9 @@ from pathlib import Path
 MARKER = "peerstack-guest-up"
 IP_MARKER = "peerstack-guest-ip:"
 DISK_MARKER = "peerstack-disk:"
+VOLUME_MARKER = "peerstack-volume:"
 #: bump when the guest changes, so cached builds are remade
-BUILD_VERSION = 3
+BUILD_VERSION = 4
 DISK_SIZE = 4 << 20
 #: what /init loads, in this order after their dependencies; the power button
 #: first, so its event device exists by the time acpid looks for it
@@ -67,6 +71,30 @@ mkdir -p /etc/acpi/PWRF /var/log /var/run
 printf '#!/bin/sh\\nsync\\npoweroff -f\\n' > /etc/acpi/PWRF/00000080
 chmod +x /etc/acpi/PWRF/00000080
 acpid -f &
+watch_volumes() {{
+    seen=""
+    while :; do
+        now=""
+        for d in vdb vdc vdd vde; do
+            [ -b /dev/$d ] || continue
+            now="$now $d"
+            case "$seen " in *" $d "*) continue ;; esac
+            label=$(dd if=/dev/$d bs=512 count=1 2>/dev/null | head -n 1 | tr -dc 'A-Za-z0-9._:-')
+            if [ -z "$label" ]; then
+                label="written-by-$(tr -dc 'a-f0-9-' < /sys/class/dmi/id/product_uuid 2>/dev/null)"
+                printf '%s\\n' "$label" | dd of=/dev/$d bs=512 conv=sync,notrunc 2>/dev/null
+            fi
+            n=$(dd if=/dev/$d bs=512 skip=1 count=1 2>/dev/null | head -n 1 | tr -dc 0-9)
+            n=$((${{n:-0}} + 1))
+            printf '%s\\n' "$n" | dd of=/dev/$d bs=512 seek=1 conv=sync,notrunc 2>/dev/null
+            sync
+            echo "{VOLUME_MARKER} $d $label attaches=$n"
+        done
+        seen="$now"
+        sleep 1
+    done
+}}
+watch_volumes &
 ip link set lo up
 if ip link set eth0 up 2>/dev/null; then
     udhcpc -i eth0 -s /etc/udhcpc.sh -q -n -t 10 -T 2 >/dev/null 2>&1 || echo "peerstack-guest-nodhcp"
