@@ -143,14 +143,16 @@ class SocketIO:
         sock.setblocking(False)
         self.sock = sock
 
-    async def wait_readable(self, timeout: float | None) -> None:
+    async def _wait(self, wait: Callable[[socket.socket], Awaitable[None]],
+                    timeout: float | None) -> None:
+        """Park until ``wait`` (trio's wait_readable/wait_writable) returns."""
         if timeout is None:
-            await trio.lowlevel.wait_readable(self.sock)
+            await wait(self.sock)
             return
         with trio.move_on_after(timeout):
-            await trio.lowlevel.wait_readable(self.sock)
+            await wait(self.sock)
             return
-        raise TimeoutError("read timed out")
+        raise TimeoutError("socket wait timed out")
 
     async def receive_into(self, buf: memoryview, timeout: float | None) -> int:
         """Read what is available into ``buf``; 0 means the peer closed."""
@@ -159,7 +161,7 @@ class SocketIO:
             try:
                 return sock.recv_into(buf)
             except BlockingIOError:
-                await self.wait_readable(timeout)
+                await self._wait(trio.lowlevel.wait_readable, timeout)
 
     async def send_all(self, data: bytes | bytearray | memoryview, timeout: float | None) -> None:
         sock = self.sock
@@ -171,7 +173,7 @@ class SocketIO:
             return
         view = memoryview(data)
         while sent < len(view):
-            await self._wait_writable(timeout)
+            await self._wait(trio.lowlevel.wait_writable, timeout)
             try:
                 sent += sock.send(view[sent:])
             except BlockingIOError:
@@ -188,7 +190,7 @@ class SocketIO:
             try:
                 sent = sock.sendmsg(views)
             except BlockingIOError:
-                await self._wait_writable(timeout)
+                await self._wait(trio.lowlevel.wait_writable, timeout)
                 continue
             while views and sent >= len(views[0]):
                 sent -= len(views[0])
@@ -196,16 +198,7 @@ class SocketIO:
             if sent:
                 views[0] = views[0][sent:]
             if views:
-                await self._wait_writable(timeout)
-
-    async def _wait_writable(self, timeout: float | None) -> None:
-        if timeout is None:
-            await trio.lowlevel.wait_writable(self.sock)
-            return
-        with trio.move_on_after(timeout):
-            await trio.lowlevel.wait_writable(self.sock)
-            return
-        raise TimeoutError("send timed out")
+                await self._wait(trio.lowlevel.wait_writable, timeout)
 
     async def linger(self, scratch: memoryview, timeout: float) -> None:
         """Half-close, then read and drop input until EOF or ``timeout``."""
