@@ -418,11 +418,11 @@ class ComputeAgent:
         if action == "stop":
             self._allowed(inst, action, ("active", "error"))
             self._set(inst, task_state="powering-off")
-            self._background(self._stop, inst)
+            job: tuple[Any, ...] = (self._stop, inst)
         elif action == "start":
             self._allowed(inst, action, ("stopped",))
             self._set(inst, task_state="powering-on")
-            self._background(self._start, inst)
+            job = (self._start, inst)
         elif action == "reboot":
             hard = str(doc.get("type", "SOFT")).upper() == "HARD"
             self._allowed(inst, action, ("active", "stopped", "error") if hard else ("active",))
@@ -430,9 +430,13 @@ class ComputeAgent:
                 self._set(inst, status="HARD_REBOOT", task_state="reboot_started_hard")
             else:
                 self._set(inst, status="REBOOT", task_state="reboot_started")
-            self._background(self._reboot, inst, hard, vm_state)
+            job = (self._reboot, inst, hard, vm_state)
         else:
             raise ValueError(f"unknown action {action!r}")
+        # The task state is in the ring before the 202: a client polling right after the
+        # action (openstack server reboot --wait) must not read the state from before it.
+        await self._persist(inst)
+        self._background(*job)
         return _json(202, {"server": rec})
 
     @staticmethod

@@ -6,10 +6,16 @@
 function, registers the background service that stores snapshots, and
 returns a handler that sends those paths to them and everything else to
 ``fallback`` (the Swift/S3 dispatch).
+
+Glance's catalog endpoint is the node's root, which is also where
+Keystone's version list lives: ``GET /`` asks both services at once, so
+the answer is Keystone's list with Glance's versions added (clients pick the
+major version they speak).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from node.cluster_client import ClusterClient
@@ -17,7 +23,7 @@ from node.daemon import Node
 from node.http_server import Handler, Request, Response
 from proxy.auth import Identity
 from proxy.compute import ComputeAPI
-from proxy.images import ImagesAPI
+from proxy.images import ImagesAPI, version_entries
 from proxy.images_store import ImageStore
 from proxy.volumes import PREFIX as VOLUMES_PREFIX
 from proxy.volumes import VolumesAPI
@@ -28,6 +34,20 @@ COMPUTE_PREFIX = "/v2.1"
 
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
+
+
+async def _root_versions(request: Request, fallback: Handler) -> Response:
+    """Keystone's ``GET /`` version list (from ``fallback``) with Glance's versions added."""
+    response = await fallback(request)
+    try:
+        doc = json.loads(response.body) if response.status == 300 else None
+        values = doc["versions"]["values"]
+    except (TypeError, ValueError, KeyError):
+        return response
+    values += version_entries(f"http://{request.headers.get('host') or 'localhost'}")
+    body = json.dumps(doc).encode()
+    headers = [(k, v) for k, v in response.headers if k.lower() != "content-length"]
+    return Response(300, headers, body, content_length=len(body))
 
 
 def mount(node: Node, cc: ClusterClient, identify: Callable[[Request], Identity | None],
@@ -41,6 +61,8 @@ def mount(node: Node, cc: ClusterClient, identify: Callable[[Request], Identity 
 
     async def dispatch(request: Request) -> Response:
         path = request.path
+        if path == "/" and request.method in ("GET", "HEAD"):
+            return await _root_versions(request, fallback)
         if _under(path, IMAGES_PREFIX):
             return await images(request)
         if _under(path, COMPUTE_PREFIX):

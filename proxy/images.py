@@ -60,6 +60,17 @@ PATCH_TYPES = ("application/openstack-images-v2.1-json-patch",
                "application/openstack-images-v2.0-json-patch")
 
 
+#: Glance API versions this service speaks (all one implementation: v2.0 plus later additions)
+API_VERSIONS = ("2.9", "2.8", "2.7", "2.6", "2.5", "2.4", "2.3", "2.2", "2.1", "2.0")
+
+
+def version_entries(base_url: str) -> list[dict[str, Any]]:
+    """Glance's version list (``GET /``) rows, newest ``CURRENT`` first, links under ``base_url``."""
+    return [{"id": f"v{v}", "status": "CURRENT" if i == 0 else "SUPPORTED",
+             "links": [{"rel": "self", "href": f"{base_url}/v2/"}]}
+            for i, v in enumerate(API_VERSIONS)]
+
+
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -283,7 +294,13 @@ class ImagesAPI:
     @staticmethod
     def _matches(record: dict[str, Any], q: dict[str, str], identity: Identity) -> bool:
         for name in FILTERS:
-            if name in q and str(record.get(name)) != q[name]:
+            wanted = q.get(name)
+            if wanted is None:
+                continue
+            # Glance's "in:" operator: any of a comma-separated list (openstack server list
+            # looks up the names of all its servers' images this way)
+            choices = wanted[3:].split(",") if wanted.startswith("in:") else [wanted]
+            if str(record.get(name)) not in choices:
                 return False
         if "visibility" not in q and record.get("visibility") == "community" \
                 and record.get("owner") != identity.project_id:
