@@ -40,7 +40,8 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from compute_agent.agent import ComputeAgent
 
 log = logging.getLogger("peerstack.compute.volumes")
+T = TypeVar("T")
 
 SNAPSHOT_ACCOUNT = ".snapshots"
 CHUNKS = "chunks"
@@ -145,6 +147,39 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+async def _in_parallel(items: list[T], fn: Callable[[T], Awaitable[None]]) -> None:
+    """``fn(item)`` for every item, :data:`PARALLEL_CHUNKS` at a time.
+
+    The first failure cancels the rest and is raised as itself (not as an
+    exception group), so callers catch :class:`VolumeError` plainly.
+    """
+    send, receive = trio.open_memory_channel[T](0)
+
+    async def worker(rx: trio.MemoryReceiveChannel[T]) -> None:
+        async with rx:
+            async for item in rx:
+                await fn(item)
+    try:
+        async with trio.open_nursery() as nursery:
+            async with receive:
+                for _ in range(PARALLEL_CHUNKS):
+                    nursery.start_soon(worker, receive.clone())
+            async with send:
+                for item in items:
+                    await send.send(item)
+    except BaseExceptionGroup as group:
+        leaves = [e for e in _leaves(group) if not isinstance(e, trio.Cancelled)]
+        if leaves:
+            raise leaves[0] from None
+        raise
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
 
 
 class VolumeAgent:
@@ -373,41 +408,33 @@ class VolumeAgent:
         """Hash every data chunk; upload those the ring lacks.  ``(map, uploaded, bytes)``."""
         chunks: dict[int, str] = {}
         counters = [0, 0]
-        send, receive = trio.open_memory_channel[int](0)
 
-        async def worker() -> None:
-            async for index in receive:
-                offset = index * CHUNK_SIZE
-                length = min(CHUNK_SIZE, size - offset)
+        async def one(index: int) -> None:
+            offset = index * CHUNK_SIZE
+            length = min(CHUNK_SIZE, size - offset)
 
-                def read_and_hash() -> tuple[bytes, str] | None:
-                    data = _pread(source, offset, length)
-                    if is_zero(data):
-                        return None
-                    return data, hashlib.sha256(data).hexdigest()
-                got = await trio.to_thread.run_sync(read_and_hash)
-                if got is None:
-                    continue
-                data, digest = got
-                chunks[index] = digest
-                head = await self.cc.head_object(SNAPSHOT_ACCOUNT, CHUNKS, digest)
-                if head.status == 200:
-                    continue
-                status, _ = await self.cc.put_object(
-                    SNAPSHOT_ACCOUNT, CHUNKS, digest, [("Content-Type", "application/octet-stream")],
-                    data, len(data))
-                if status // 100 != 2:
-                    raise VolumeError(f"cannot store chunk {digest}: {status}")
-                counters[0] += 1
-                counters[1] += len(data)
+            def read_and_hash() -> tuple[bytes, str] | None:
+                data = _pread(source, offset, length)
+                if is_zero(data):
+                    return None
+                return data, hashlib.sha256(data).hexdigest()
+            got = await trio.to_thread.run_sync(read_and_hash)
+            if got is None:
+                return
+            data, digest = got
+            chunks[index] = digest
+            head = await self.cc.head_object(SNAPSHOT_ACCOUNT, CHUNKS, digest)
+            if head.status == 200:
+                return
+            status, _ = await self.cc.put_object(
+                SNAPSHOT_ACCOUNT, CHUNKS, digest, [("Content-Type", "application/octet-stream")],
+                data, len(data))
+            if status // 100 != 2:
+                raise VolumeError(f"cannot store chunk {digest}: {status}")
+            counters[0] += 1
+            counters[1] += len(data)
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(PARALLEL_CHUNKS):
-                nursery.start_soon(worker)
-            async with send:
-                for index in indexes:
-                    await send.send(index)
-            receive.close()
+        await _in_parallel(indexes, one)
         return chunks, counters[0], counters[1]
 
     async def _restore(self, out: Path, size: int, snapshot_id: str) -> dict[str, Any]:
@@ -418,22 +445,15 @@ class VolumeAgent:
         chunk_size = int(manifest.get("chunk_size", CHUNK_SIZE))
         await trio.to_thread.run_sync(_create_sparse, out, size)
         items = [(int(i), str(d)) for i, d in manifest["chunks"].items()]
-        send, receive = trio.open_memory_channel[tuple[int, str]](0)
         fetched = [0]
 
-        async def worker() -> None:
-            async for index, digest in receive:
-                data = await self._fetch_chunk(digest)
-                await trio.to_thread.run_sync(_pwrite, out, index * chunk_size, data)
-                fetched[0] += len(data)
+        async def one(item: tuple[int, str]) -> None:
+            index, digest = item
+            data = await self._fetch_chunk(digest)
+            await trio.to_thread.run_sync(_pwrite, out, index * chunk_size, data)
+            fetched[0] += len(data)
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(PARALLEL_CHUNKS):
-                nursery.start_soon(worker)
-            async with send:
-                for item in items:
-                    await send.send(item)
-            receive.close()
+        await _in_parallel(items, one)
         await trio.to_thread.run_sync(_fsync_file, out)
         return {"chunks_fetched": len(items), "bytes_fetched": fetched[0]}
 

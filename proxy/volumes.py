@@ -346,7 +346,7 @@ class VolumesAPI:
         record = await self.store.volume(volume_id, identity)
         if name != "os-extend":
             raise APIError(400, f"There is no such action: {name}")
-        new_size = _size(require_dict(arg, "new_size")["new_size"])
+        new_size = _size(require_dict(arg).get("new_size"))
         if record["status"] != "available":
             raise APIError(400, f"Invalid volume: Volume status must be 'available' to extend, "
                                 f"currently {record['status']}.")
