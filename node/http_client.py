@@ -422,10 +422,25 @@ class HTTPClient:
     async def stream(self, method: str, host: str, port: int, target: str,
                      headers: Iterable[tuple[str, str]] = (), *,
                      timeouts: Timeouts | None = None) -> AsyncIterator[ClientResponse]:
-        """Send a bodiless request; yield the response with its body unread."""
-        async with self.exchange(host, port, timeouts=timeouts) as ex:
-            await ex._send_whole(method, target, headers, b"")
-            yield await ex.read_head()
+        """Send a bodiless request; yield the response with its body unread.
+
+        Like :meth:`request`, an idempotent request whose pooled connection
+        turns out stale is sent once more on a new connection -- only before
+        the response is handed over, never after.
+        """
+        headers = list(headers)
+        for fresh in (False, True):
+            handed_over = False
+            try:
+                async with self.exchange(host, port, timeouts=timeouts, fresh=fresh) as ex:
+                    await ex._send_whole(method, target, headers, b"")
+                    response = await ex.read_head()
+                    handed_over = True
+                    yield response
+                return
+            except StaleConnection:
+                if handed_over or fresh or method not in IDEMPOTENT:
+                    raise
 
     async def aclose(self) -> None:
         for pool in self._idle.values():

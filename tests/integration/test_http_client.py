@@ -98,6 +98,9 @@ async def test_idempotent_request_retried_after_pooled_connection_dies():
             # Pooled connection: the peer reads this request, then hangs up.
             resp = await client.request("GET", HOST, port, "/")
             assert resp.status == 200 and resp.body == b"ok"
+            # The same for a streamed GET.
+            async with client.stream("GET", HOST, port, "/") as resp:
+                assert resp.status == 200 and await resp.read() == b"ok"
             nursery.cancel_scope.cancel()
     await client.aclose()
 
