@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from typing import TYPE_CHECKING
 import trio
 
 from node.config import ClusterConfig, NodeConfig
@@ -27,6 +28,9 @@ from node.http_server import Handler, HTTPServer, Request, Response, text_respon
 from node.log import log_event
 from node.signing import RequestSigner, SignatureVerifier
 from node.supervisor import ServiceFn, supervise
+
+if TYPE_CHECKING:
+    from node.membership_service import MembershipService
 
 log = logging.getLogger("peerstack.node")
 
@@ -48,6 +52,8 @@ class Node:
         self.internal_default: Handler | None = None
         self.public_handler: Handler | None = None
         self.services: list[tuple[str, ServiceFn]] = []
+        #: set when membership is installed; the proxy reads peers from it
+        self.membership_service: MembershipService | None = None
         self.internal_port: int | None = None
         self.public_port: int | None = None
         self._servers: list[HTTPServer] = []

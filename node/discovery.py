@@ -43,10 +43,14 @@ _RESOLVE_TIMEOUT_MS = 3000
 PeerFound = Callable[[str, tuple[str, int]], None]
 
 
-def instance_name(node_id: str) -> str:
-    """A DNS-safe, unique instance label for a node id such as ``10.0.0.7:6200``."""
+def instance_name(node_id: str, cluster: str) -> str:
+    """A DNS-safe instance label for a node id such as ``10.0.0.7:6200``.
+
+    Unique on the LAN, not just in the cluster: two clusters may both have a
+    ``node1``, and mDNS refuses a second registration of the same name.
+    """
     label = re.sub(r"[^A-Za-z0-9-]+", "-", node_id).strip("-")[:40] or "node"
-    return f"{label}-{hashlib.sha256(node_id.encode()).hexdigest()[:8]}"
+    return f"{label}-{hashlib.sha256(f'{cluster}/{node_id}'.encode()).hexdigest()[:8]}"
 
 
 def txt_record(info: NodeInfo) -> dict[str, str]:
@@ -93,7 +97,7 @@ class Discovery:
 
     def _service_info(self) -> ServiceInfo:
         info = self._describe()
-        name = instance_name(info.node_id)
+        name = instance_name(info.node_id, info.cluster)
         return ServiceInfo(SERVICE_TYPE, f"{name}.{SERVICE_TYPE}",
                            addresses=[socket.inet_aton(info.host)], port=info.internal_port,
                            properties=txt_record(info), server=f"{name}.local.")

@@ -37,7 +37,7 @@ def compose(config: NodeConfig) -> Node:
     proxy.app.install(node)
     replicator.install(node)
     compute_agent.install(node)
-    install_membership(node)
+    node.membership_service = install_membership(node)
     return node
 
 

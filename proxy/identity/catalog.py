@@ -18,7 +18,6 @@ serves images at ``/v2/images`` under the node's root, compute at
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,6 @@ from typing import Any
 import trio
 
 from node.cluster_rings import RingSet, RingUnavailable
-from node.http_client import BackendError, Timeouts
 from proxy.identity.store import stable_id
 
 REGION = "RegionOne"
@@ -55,11 +53,10 @@ class NodeEndpoint:
 class ClusterNodes:
     """Where every node's public API is, refreshed in the background.
 
-    The membership table is read directly when this process holds it
-    (``node.membership_service``), else from the node's own signed
-    ``GET /cluster/members`` (membership's view, with each node's public
-    address); while membership knows no peer, the ring's devices are used
-    with this node's public port.  This node always comes first.
+    The node's membership table (``node.membership_service``) says where
+    the peers' public ports are; where membership is off or knows no peer
+    yet, the ring's devices are used with this node's public port.  This
+    node always comes first.
     """
 
     def __init__(self, node: Any, rings: RingSet, interval: float = REFRESH_INTERVAL) -> None:
@@ -79,28 +76,12 @@ class ClusterNodes:
         return [me, *(p for p in self._peers if p.node_id != me.node_id and p.base_url != me.base_url)]
 
     async def refresh(self) -> None:
-        membership = getattr(self.node, "membership_service", None)
-        if membership is not None:
-            rows = [info.to_json() for info in membership.table.alive()]
-        else:
-            rows = await self._members_over_http()
+        membership = self.node.membership_service
+        rows = [info.to_json() for info in membership.table.alive()] if membership else []
         peers = [NodeEndpoint(r["node_id"], f"http://{_host(r['public_host'])}:{r['public_port']}")
-                 for r in rows or [] if r.get("state", "alive") == "alive" and not r.get("self")]
+                 for r in rows if r.get("state", "alive") == "alive" and not r.get("self")]
         # Membership that knows no peer (yet) is no evidence of being alone: the ring says more.
         self._peers = peers or self._from_ring()
-
-    async def _members_over_http(self) -> list[dict[str, Any]] | None:
-        cfg = self.node.config
-        port = self.node.internal_port or cfg.internal.port
-        try:
-            resp = await self.node.client.request("GET", cfg.internal.host, port, "/cluster/members", [],
-                                                  timeouts=Timeouts(connect=1.0, node=2.0))
-            if resp.status != 200:
-                return None
-            rows = json.loads(resp.body)["members"]
-            return [r for r in rows if isinstance(r, dict) and {"node_id", "public_host", "public_port"} <= set(r)]
-        except (BackendError, ValueError, KeyError, TypeError):
-            return None
 
     def _from_ring(self) -> list[NodeEndpoint]:
         me = self.me()

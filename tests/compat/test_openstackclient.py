@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,10 +92,16 @@ def test_openstack_cli_identity_commands(cluster, admin_env, tmp_path):
     # ... and she may not list the users of the cloud.
     assert run([OPENSTACK, "user", "list"], alice_env, tmp_path, check=False).returncode != 0
 
-    catalog = {row["Type"]: row for row in osc(admin_env, tmp_path, "catalog", "list")}
+    # Every node's own public port is listed: membership tells each node where its peers are.
+    deadline = time.monotonic() + 30
+    while True:
+        catalog = {row["Type"]: row for row in osc(admin_env, tmp_path, "catalog", "list")}
+        text = json.dumps(catalog["object-store"]["Endpoints"])
+        if all(node.public_url in text for node in cluster.nodes) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert {"identity", "object-store", "image", "compute", "volumev3", "network"} <= set(catalog)
-    text = json.dumps(catalog["object-store"]["Endpoints"])
-    assert all(f"http://{node.layout.ip}:" in text for node in cluster.nodes)
+    assert all(f"{node.public_url}/v1/AUTH_" in text for node in cluster.nodes), text
     assert f"{cluster.nodes[0].public_url}/v1/AUTH_{token['project_id']}" in text
 
 

@@ -130,9 +130,10 @@ def test_txt_record_fits_dns_strings_and_names_are_dns_safe():
         if key != "id":
             assert len(key) + 1 + len(value) < 255
     assert txt_record(big)["ring.object"] == f"{2**40}:{'f' * 16}:1"
-    name = instance_name("10.0.0.7:6200")
+    name = instance_name("10.0.0.7:6200", "c1")
     assert name.startswith("10-0-0-7-6200-") and len(name) <= 63
-    assert instance_name("a:1") != instance_name("a-1")
+    assert instance_name("a:1", "c1") != instance_name("a-1", "c1")
+    assert instance_name("node1", "c1") != instance_name("node1", "c2")
 
 
 def test_steward_is_lowest_alive_auto_join_holder_of_the_newest_builder():
