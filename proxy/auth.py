@@ -108,6 +108,19 @@ def check_token(key: bytes, token: str, now: float | None = None) -> Identity | 
     return Identity(project, user, admin == "1")
 
 
+def with_rights(who: Identity, method: str) -> Identity:
+    """``who``, keeping owner's rights only where the policy table grants them for ``method``.
+
+    One rule for every object API (Swift and S3): reads need
+    ``object-store:read``, anything else ``object-store:write`` -- so a
+    ``reader`` reads its project's data but cannot change it.
+    """
+    action = "object-store:read" if method in ("GET", "HEAD") else "object-store:write"
+    if enforce(who, action, project_id=who.project_id):
+        return who
+    return dataclasses.replace(who, owner=False)
+
+
 class SwiftAuth:
     """Logins (``/auth/v1.0``) and token checks for the Swift API.
 
@@ -132,12 +145,7 @@ class SwiftAuth:
         if token.startswith(TOKEN_PREFIX) or self.identity is None:
             return check_token(self._key, token)
         who = self.identity.caller(token)
-        if who is None:
-            return None
-        action = "object-store:read" if request.method in ("GET", "HEAD") else "object-store:write"
-        if not enforce(who, action, project_id=who.project_id):
-            who = dataclasses.replace(who, owner=False)
-        return who
+        return None if who is None else with_rights(who, request.method)
 
     async def _identity_login(self, request: Request, project: str, user: str, key: str) -> Response | None:
         """Log an identity user in; ``None`` if there is no such identity user."""

@@ -24,11 +24,12 @@ from node.cluster_rings import RingUnavailable
 from node.http_client import BackendError
 from node.http_server import BadRequest, ClientDisconnected, Request, Response
 from node.log import log_event
+from proxy.auth import with_rights
+from proxy.identity.service import IdentityService
 from proxy.s3 import buckets, listing, multipart, objects
 from proxy.s3.auth import authenticate, has_credentials
 from proxy.s3.context import S3Call, S3Settings
 from proxy.s3.credentials import Credentials
-from proxy.identity.service import IdentityService
 from proxy.s3.errors import S3Error
 from proxy.s3.sigv4 import split_query
 from proxy.swift_call import ContainerInfoCache
@@ -101,7 +102,10 @@ class S3API:
             bucket, key = host_bucket, request.path[1:] or None
         else:
             bucket, _, key = request.path[1:].partition("/")
-        call = S3Call(request, self.cc, self.containers, self.settings, auth.identity, auth.payload,
+        identity = with_rights(auth.identity, request.method)
+        if not identity.owns(identity.account):
+            raise S3Error("AccessDenied", "Your role does not allow this request")
+        call = S3Call(request, self.cc, self.containers, self.settings, identity, auth.payload,
                       bucket or None, key or None, dict(query))
         route = self._route(call)
         return await route(call)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 
+import boto3
 import httpx
+from botocore.exceptions import ClientError
 import pytest
 
 from tests.cluster import running_cluster
@@ -161,6 +163,18 @@ def test_crud_rbac_and_swift_accounts(cluster, admin):
     assert httpx.put(f"{alpha}/c1/o2", headers=rh, content=b"x").status_code == 403
     assert httpx.delete(f"{alpha}/c1/o", headers=rh).status_code == 403
     assert httpx.put(f"{alpha}/c2", headers=rh).status_code == 403
+    # The same rule holds for the reader's S3 keys (EC2 credentials).
+    with api(cluster, rdr_token, node=1) as c:
+        r = c.post(f"/users/{users['rdr']['id']}/credentials/OS-EC2", json={"tenant_id": pa["id"]})
+        assert r.status_code == 201
+        ec2 = r.json()["credential"]
+    s3 = boto3.client("s3", endpoint_url=cluster.nodes[0].public_url, region_name="us-east-1",
+                      aws_access_key_id=ec2["access"], aws_secret_access_key=ec2["secret"])
+    assert s3.get_object(Bucket="c1", Key="o")["Body"].read() == b"hello"
+    with pytest.raises(ClientError) as denied:
+        s3.put_object(Bucket="c1", Key="o3", Body=b"x")
+    assert denied.value.response["Error"]["Code"] == "AccessDenied"
+    assert httpx.head(f"{alpha}/c1/o3", headers=h).status_code == 404
 
     # /auth/v1.0 logs identity users in as project:user, onto the same account.
     r = httpx.get(f"{cluster.nodes[1].public_url}/auth/v1.0", headers={"X-Auth-User": "alpha:mem",
