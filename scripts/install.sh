@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-dev gcc libffi-dev attr iproute2 procps rclone)
+APT_PACKAGES=(python3 python3-venv python3-dev gcc libffi-dev attr iproute2 procps rclone wrk)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
