@@ -671,8 +671,10 @@ class HTTPServer:
             status = 499 if response is None else status
             return False
         finally:
-            if log.isEnabledFor(logging.INFO):
-                log_event(log, "http.request", server=self.name, rid=rid, method=method,
+            # Background chatter (heartbeats) asks to be logged at debug level.
+            level = logging.DEBUG if request.context.get("quiet") else logging.INFO
+            if log.isEnabledFor(level):
+                log_event(log, "http.request", level, server=self.name, rid=rid, method=method,
                           path=request.raw_path, status=status, bytes_in=request.bytes_in,
                           bytes_out=response.bytes_out if response else 0,
                           ms=round((time.perf_counter() - started) * 1000, 2),

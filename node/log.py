@@ -42,13 +42,44 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(doc, default=str, separators=(",", ":"))
 
 
+class _LazyFlush:
+    """Flush at most every ``FLUSH_INTERVAL`` seconds, and at once for warnings.
+
+    A flush per line costs about as much as serving a small request; lines
+    of a busy node reach the file within the interval instead, and
+    :func:`logging.shutdown` flushes the rest on exit.
+    """
+
+    FLUSH_INTERVAL = 0.5
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + "\n")  # type: ignore[attr-defined]
+            now = time.monotonic()
+            if record.levelno >= logging.WARNING or now - self._flushed > self.FLUSH_INTERVAL:
+                self.stream.flush()  # type: ignore[attr-defined]
+                self._flushed = now
+        except Exception:
+            self.handleError(record)  # type: ignore[attr-defined]
+
+    _flushed = 0.0
+
+
+class _FileHandler(_LazyFlush, logging.FileHandler):
+    pass
+
+
+class _StreamHandler(_LazyFlush, logging.StreamHandler):
+    pass
+
+
 def setup_logging(level: str = "info", stream: Any = None, path: str | None = None) -> None:
     """Route all ``peerstack.*`` loggers to one JSON-lines handler."""
     handler: logging.Handler
     if path:
-        handler = logging.FileHandler(path)
+        handler = _FileHandler(path)
     else:
-        handler = logging.StreamHandler(stream or sys.stderr)
+        handler = _StreamHandler(stream or sys.stderr)
     handler.setFormatter(JSONFormatter())
     root = logging.getLogger("peerstack")
     root.handlers[:] = [handler]

@@ -252,6 +252,7 @@ class MembershipService:
         parts = request.path.strip("/").split("/")
         what = parts[1] if len(parts) > 1 else ""
         if what == "heartbeat" and len(parts) == 2:
+            request.context["quiet"] = True  # one a second from every peer: debug, not info
             if request.method != "POST":
                 return text_response(405, "use POST\n")
             return await self._on_heartbeat(request)
