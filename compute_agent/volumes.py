@@ -47,7 +47,7 @@ import trio
 
 from compute_agent import disks
 from compute_agent.domain_xml import volume_disk_xml
-from compute_agent.hypervisor import HypervisorError
+from compute_agent.hypervisor import PAUSED, HypervisorError
 from compute_agent.image_cache import ImageFetchError
 from node.http_client import BackendError
 from node.http_server import Request, Response
@@ -233,6 +233,8 @@ class VolumeAgent:
             return _json(404, {"error": "no such volume on this node"})
         except Conflict as exc:
             return _json(409, {"error": str(exc)})
+        except (ValueError, KeyError, TypeError) as exc:
+            return _json(400, {"error": f"bad request: {exc}"})
         except (VolumeError, disks.DiskError, HypervisorError, ImageFetchError, BackendError,
                 OSError) as exc:
             log_event(log, "volume.failed", path=request.path, error=str(exc))
@@ -254,6 +256,8 @@ class VolumeAgent:
             return _json(404, {"error": "no such volume on this node"})
         except Conflict as exc:
             return _json(409, {"error": str(exc)})
+        except (ValueError, KeyError, TypeError) as exc:
+            return _json(400, {"error": f"bad request: {exc}"})
         except (VolumeError, HypervisorError, OSError) as exc:
             log_event(log, "volume.attach_failed", server=server_id, error=str(exc))
             return _json(500, {"error": str(exc)})
@@ -382,7 +386,7 @@ class VolumeAgent:
 
         def suspend(conn: Any) -> bool:
             dom = conn.lookupByUUIDString(server_id)
-            if dom.isActive() and dom.state()[0] != 3:  # 3: already paused
+            if dom.isActive() and dom.state()[0] != PAUSED:
                 dom.suspend()
                 return True
             return False

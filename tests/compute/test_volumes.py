@@ -263,6 +263,22 @@ async def test_refusals_and_quotas(cloud, cluster):
     assert not volume_file(cluster, extended).exists()
 
 
+async def test_volume_from_image(cloud, cluster, guest_image):
+    """A volume made from an image holds the image's data (raw), the rest of it sparse."""
+    image = await cloud.upload_image(guest_image.qcow2, "qcow2", "vol-src")
+    resp = await cloud.client.post(f"{V3}/volumes", json={"volume": {"size": 1, "imageRef": "nope"}})
+    assert resp.status_code == 400 and "badRequest" in resp.json()
+    volume = await create_volume(cloud, 1, imageRef=image["id"], name="from-image")
+    assert volume["bootable"] == "true" and volume["volume_image_metadata"]["image_id"] == image["id"]
+    path = volume_file(cluster, volume)
+    raw = guest_image.raw.read_bytes()
+    with open(path, "rb") as f:
+        assert f.read(len(raw)) == raw
+    assert path.stat().st_size == 1 << 30 and path.stat().st_blocks * 512 < 64 * MiB
+    assert (await cloud.client.delete(f"{V3}/volumes/{volume['id']}")).status_code == 202
+    await wait_404(cloud, f"{V3}/volumes/{volume['id']}")
+
+
 OPENSTACK = shutil.which("openstack", path=str(Path(sys.executable).parent)) or shutil.which("openstack")
 
 
