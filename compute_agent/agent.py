@@ -46,8 +46,10 @@ from compute_agent import disks
 from compute_agent.domain_xml import DomainSpec, domain_xml
 from compute_agent.hypervisor import ON_STATES, RUNNING, Hypervisor, HypervisorError, virt_type
 from compute_agent.image_cache import ImageCache, ImageFetchError
+from compute_agent.network import NetworkSetupError, Nic, NodeNetworks
 from compute_agent.volumes import VolumeAgent
 from node.cluster_client import ClusterClient
+from node.cluster_rings import RingUnavailable
 from node.daemon import Node
 from node.http_client import BackendError
 from node.http_server import BadRequest, ClientDisconnected, Request, Response
@@ -183,6 +185,20 @@ class ComputeAgent:
         self.instances: dict[str, Instance] = {}
         self._nursery: trio.Nursery | None = None
         self.volumes = VolumeAgent(self)
+        self.networks = NodeNetworks(self.root / "networks", node.config.node_id, self._tunnel_end,
+                                     self._tunnel_peers)
+
+    def _tunnel_end(self) -> tuple[str, int]:
+        """This node's VXLAN end: its internal address, its internal port number as UDP port."""
+        cfg = self.node.config
+        return cfg.internal.host, self.node.internal_port or cfg.internal.port
+
+    def _tunnel_peers(self) -> list[tuple[str, int]]:
+        """Every node's VXLAN end, from the ring's devices."""
+        try:
+            return sorted({(d["ip"], int(d["port"])) for d in self.cc.rings.object.devs if d})
+        except RingUnavailable:
+            return []
 
     @property
     def instances_dir(self) -> Path:
@@ -494,7 +510,8 @@ class ComputeAgent:
                 await self._save(inst, task_state="spawning")
                 xml = await self._prepare(inst, images)
                 await self.hv.define_and_start(xml)
-            except (ImageFetchError, disks.DiskError, HypervisorError, BackendError, OSError) as exc:
+            except (ImageFetchError, disks.DiskError, HypervisorError, BackendError, OSError,
+                    NetworkSetupError, ValueError, KeyError) as exc:
                 self._set_error(inst, str(exc))
                 await self._persist(inst)
                 return
@@ -520,13 +537,15 @@ class ComputeAgent:
         if flavor_disk and flavor_disk < virtual_size:
             raise disks.DiskError("Flavor's disk is too small for requested image.")
         await disks.create_overlay(base, fmt, inst.disk, flavor_disk or None)
+        nics = [Nic.from_dict(n) for n in inst.record.get("nics") or []]
+        bridges = tuple([(await self.networks.plug(nic), nic.mac) for nic in nics])
         flavor = inst.flavor
         return domain_xml(DomainSpec(
             name=f"peerstack-{inst.id}", uuid=inst.id, vcpus=int(flavor.get("vcpus", 1)),
             ram_mb=int(flavor.get("ram", 512)), disk=str(inst.disk),
             console_log=str(inst.console_log), virt_type=self.virt_type,
             kernel=str(kernel) if kernel else None, initrd=str(initrd) if initrd else None,
-            cmdline=images.get("cmdline") or None, network=self.network,
+            cmdline=images.get("cmdline") or None, network=self.network, bridges=bridges,
             description=f"peerstack server {inst.record.get('name', '')}"))
 
     async def _stop(self, inst: Instance) -> None:
@@ -583,6 +602,8 @@ class ComputeAgent:
             await self._persist(inst)
             return
         await trio.to_thread.run_sync(lambda: shutil.rmtree(inst.dir, ignore_errors=True))
+        for nic in inst.record.get("nics") or []:
+            await self.networks.unplug(Nic.from_dict(nic))
         loc = inst.location
         try:
             resp = await self.cc.delete_object(loc["account"], loc["container"], loc["object"])

@@ -1,12 +1,13 @@
 """The libvirt domain description of one server.
 
-One disk (the server's qcow2 overlay, virtio), one NIC on a libvirt network
-(virtio; libvirt's ``default`` NAT network until peerstack's own bridges
-arrive), the serial console written to a file (``append='on'``, so output
-survives stop/start and reboots, like Nova's console log), ACPI (a graceful
-stop presses the power button), and either direct kernel boot
-(``<kernel>``/``<initrd>``/``<cmdline>``, from the image's ``kernel_id`` and
-``ramdisk_id``) or a BIOS boot from the disk.
+One disk (the server's qcow2 overlay, virtio), NICs (virtio: a tap on each
+of the server's network bridges, :mod:`compute_agent.network`, or for a
+server without networks one NIC on libvirt's ``default`` NAT network), the
+serial console written to a file (``append='on'``, so output survives
+stop/start and reboots, like Nova's console log), ACPI (a graceful stop
+presses the power button), and either direct kernel boot
+(``<kernel>``/``<initrd>``/``<cmdline>``, from the image's ``kernel_id``
+and ``ramdisk_id``) or a BIOS boot from the disk.
 
 ``virt_type`` is ``kvm`` where hardware virtualisation works and ``qemu``
 (TCG, pure emulation) elsewhere: see :func:`compute_agent.hypervisor.virt_type`.
@@ -33,6 +34,8 @@ class DomainSpec:
     cmdline: str | None = None
     network: str | None = "default"
     mac: str | None = None
+    #: ``(bridge, mac)`` per port on peerstack networks; when given, ``network`` is not used
+    bridges: tuple[tuple[str, str], ...] = ()
     #: server metadata worth seeing in ``virsh dumpxml`` (name, project)
     description: str = ""
 
@@ -75,7 +78,12 @@ def domain_xml(spec: DomainSpec) -> str:
     _sub(disk, "driver", name="qemu", type=spec.disk_format)
     _sub(disk, "source", file=spec.disk)
     _sub(disk, "target", dev="vda", bus="virtio")
-    if spec.network:
+    for bridge, mac in spec.bridges:
+        nic = _sub(devices, "interface", type="bridge")
+        _sub(nic, "source", bridge=bridge)
+        _sub(nic, "mac", address=mac)
+        _sub(nic, "model", type="virtio")
+    if spec.network and not spec.bridges:
         nic = _sub(devices, "interface", type="network")
         _sub(nic, "source", network=spec.network)
         if spec.mac:

@@ -51,6 +51,7 @@ from proxy.compute_scheduler import Host, Scheduler
 from proxy.image_inspector import ImageRejected, check_declared
 from proxy.images import ImagesAPI, now_iso
 from proxy.images_store import ImageStore
+from proxy.networks import NetworksAPI
 from proxy.volumes_attach import VolumeAttachments
 from proxy.volumes_store import VolumeStore
 
@@ -84,7 +85,7 @@ def server_view(record: dict[str, Any], identity: Identity, detail: bool = True)
         "image": {"id": record.get("image_id"), "links": _links("images", record.get("image_id", ""))},
         "flavor": {"id": flavor.get("id"), "links": _links("flavors", flavor.get("id", ""))},
         "created": record.get("created"), "updated": record.get("updated"),
-        "addresses": record.get("addresses") or {}, "accessIPv4": "", "accessIPv6": "",
+        "addresses": _addresses(record), "accessIPv4": "", "accessIPv6": "",
         "links": _links("servers", sid), "OS-DCF:diskConfig": "MANUAL", "progress": 0,
         "OS-EXT-STS:vm_state": record.get("vm_state"),
         "OS-EXT-STS:task_state": record.get("task_state"),
@@ -103,6 +104,18 @@ def server_view(record: dict[str, Any], identity: Identity, detail: bool = True)
     return view
 
 
+def _addresses(record: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Nova's ``addresses``: a server's ports (as Neutron has them), else its leases on ``default``."""
+    if not record.get("nics"):
+        return record.get("addresses") or {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for nic in record["nics"]:
+        out.setdefault(nic["network_name"], []).append(
+            {"version": 4, "addr": nic["ip"], "OS-EXT-IPS:type": "fixed",
+             "OS-EXT-IPS-MAC:mac_addr": nic["mac"]})
+    return out
+
+
 def _agent_address(record: dict[str, Any]) -> tuple[str, int] | None:
     host, _, port = str(record.get("agent") or "").rpartition(":")
     return (host, int(port)) if host and port.isdigit() else None
@@ -111,8 +124,10 @@ def _agent_address(record: dict[str, Any]) -> tuple[str, int] | None:
 class ComputeAPI:
     """The Nova v2.1 handler: ``await api(request)`` for paths under ``/v2.1``."""
 
-    def __init__(self, node: Node, cc: ClusterClient, images: ImagesAPI, identify) -> None:
+    def __init__(self, node: Node, cc: ClusterClient, images: ImagesAPI, identify,
+                 networks: NetworksAPI | None = None) -> None:
         self.node = node
+        self.networks = networks
         self.cc = cc
         self.images = images
         self.image_store: ImageStore = images.store
@@ -261,9 +276,15 @@ class ComputeAPI:
         if networks not in ("auto", "none") and not isinstance(networks, list):
             raise APIError(400, "Invalid input for field/attribute networks.")
         images = await self._image_locators(image, identity)
+        server_id = str(uuid.uuid4())
+        nics: list[dict[str, Any]] = []
+        if isinstance(networks, list) and networks:
+            if self.networks is None:
+                raise APIError(400, "This cloud has no network service.")
+            nics = await self.networks.server_nics(networks, server_id, identity)
         now = now_iso()
         record: dict[str, Any] = {
-            "id": str(uuid.uuid4()), "name": name, "project_id": identity.project_id,
+            "id": server_id, "name": name, "nics": nics, "project_id": identity.project_id,
             "user_id": identity.user_id, "status": "BUILD", "vm_state": "building",
             "task_state": "scheduling", "power_state": 0, "image_id": image["id"], "flavor": flavor,
             "metadata": metadata, "key_name": key_name, "user_data": user_data, "networks": networks,
@@ -283,6 +304,8 @@ class ComputeAPI:
         for host in hosts:
             record.update(host=host.node_id, agent=host.address, task_state="spawning",
                           host_id=uuid.uuid5(uuid.NAMESPACE_URL, host.node_id).hex)
+            if record["nics"] and self.networks is not None:
+                await self.networks.bind_host(record["nics"], host.node_id)
             await self.servers.put(record["id"], record)
             if await self._send_build(host, record, location, images):
                 return host.node_id
@@ -331,6 +354,8 @@ class ComputeAPI:
         elif resp.status // 100 != 2:
             raise APIError(409, f"Cannot delete instance {server_id} now.")
         await self.attachments.server_deleted(server_id)
+        if record.get("nics") and self.networks is not None:
+            await self.networks.release(server_id)
         return empty_response(204)
 
     async def action(self, server_id: str, body: Any, identity: Identity) -> Response:

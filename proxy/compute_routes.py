@@ -2,8 +2,8 @@
 
 :func:`mount` builds the Glance v2 (``/v2/images...``), Nova v2.1
 (``/v2.1...``), Cinder v3 (``/volume/v3...``, clear of Keystone's
-``/v3``) handlers over the proxy's cluster client and its one identity
-function, registers the background service that stores snapshots, and
+``/v3``) and Neutron v2.0 (``/network/v2.0...``, :mod:`proxy.networks`)
+handlers over the proxy's cluster client and its one identity function, registers the background service that stores snapshots, and
 returns a handler that sends those paths to them and everything else to
 ``fallback`` (the Swift/S3 dispatch).
 
@@ -25,6 +25,7 @@ from proxy.auth import Identity
 from proxy.compute import ComputeAPI
 from proxy.images import ImagesAPI, version_entries
 from proxy.images_store import ImageStore
+from proxy.networks import NetworksAPI
 from proxy.volumes import PREFIX as VOLUMES_PREFIX
 from proxy.volumes import VolumesAPI
 
@@ -54,7 +55,8 @@ def mount(node: Node, cc: ClusterClient, identify: Callable[[Request], Identity 
           fallback: Handler) -> Handler:
     """The public handler with images and compute in front of ``fallback``."""
     images = ImagesAPI(ImageStore(cc), identify)
-    compute = ComputeAPI(node, cc, images, identify)
+    networks = NetworksAPI(cc, identify)
+    compute = ComputeAPI(node, cc, images, identify, networks)
     node.add_service("compute.api_jobs", compute.run_jobs)
     volumes = VolumesAPI(node, cc, images, identify, compute.servers)
     node.add_service("volume.api_jobs", volumes.run_jobs)
@@ -63,6 +65,8 @@ def mount(node: Node, cc: ClusterClient, identify: Callable[[Request], Identity 
         path = request.path
         if path == "/" and request.method in ("GET", "HEAD"):
             return await _root_versions(request, fallback)
+        if networks.claims(path):
+            return await networks(request)
         if _under(path, IMAGES_PREFIX):
             return await images(request)
         if _under(path, COMPUTE_PREFIX):

@@ -17,6 +17,10 @@ once boots with ``boots=2``.  Volumes get the same treatment when they are
 hot-plugged (``/dev/vdb``...): a blank one gets the label
 ``written-by-<the VM's SMBIOS uuid>``, and every attach counts itself and
 prints :data:`VOLUME_MARKER` with the device, label and count.
+With ``peerstack.ping=<ip>[,<ip>...]`` on the kernel command line the
+guest pings each address once it has its lease (retrying for two minutes)
+and prints :data:`PING_MARKER` with the address and ``ok`` or
+``unreachable``.
 
 Only ``apt-get download`` and ``dpkg -x`` are used (no root, no loop mounts);
 the initramfs is written as a ``newc`` cpio archive here, and ``qemu-img``
@@ -42,8 +46,9 @@ MARKER = "peerstack-guest-up"
 IP_MARKER = "peerstack-guest-ip:"
 DISK_MARKER = "peerstack-disk:"
 VOLUME_MARKER = "peerstack-volume:"
+PING_MARKER = "peerstack-ping:"
 #: bump when the guest changes, so cached builds are remade
-BUILD_VERSION = 4
+BUILD_VERSION = 5
 DISK_SIZE = 4 << 20
 #: what /init loads, in this order after their dependencies; the power button
 #: first, so its event device exists by the time acpid looks for it
@@ -99,6 +104,17 @@ ip link set lo up
 if ip link set eth0 up 2>/dev/null; then
     udhcpc -i eth0 -s /etc/udhcpc.sh -q -n -t 10 -T 2 >/dev/null 2>&1 || echo "peerstack-guest-nodhcp"
 fi
+for t in $(tr ' ' '\n' < /proc/cmdline | sed -n 's/^peerstack.ping=//p' | tr , ' '); do
+    (
+        n=0
+        until ping -c 1 -W 1 "$t" >/dev/null 2>&1; do
+            n=$((n + 1))
+            [ $n -ge 120 ] && {{ echo "{PING_MARKER} $t unreachable"; exit 0; }}
+            sleep 1
+        done
+        echo "{PING_MARKER} $t ok"
+    ) &
+done
 while :; do sleep 3600; done
 """
 
