@@ -24,6 +24,15 @@ shows them); deletes and extends are single quick agent calls.  A volume
 may be deleted while it has snapshots: they live in the ring, not on the
 volume's node, so unlike Cinder nothing depends on the volume any more.
 Attaching is Nova's (:mod:`proxy.volumes_attach`).
+
+Limits, knowingly: a transitional status (``creating``, ``attaching``,
+``deleting``...) is written by the proxy doing the work, so a proxy that
+dies mid-job leaves it standing (an admin resets it; nothing else is
+lost: the file or the chunks are either there or not).  A volume does not
+move: attaching it to a server on another node is refused (``409``) --
+restore a snapshot next to the server instead.  Quotas count records at
+request time (:mod:`proxy.volumes_quotas`).  Policy: reads need
+``volume:read``, everything else ``volume:write`` (:mod:`proxy.identity.policy`).
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from proxy.auth import Identity
 from proxy.compute_http import APIError, empty_response, json_response, read_json, require_dict
 from proxy.compute_records import JsonRecords, StoreError
 from proxy.compute_scheduler import Scheduler
+from proxy.identity.policy import enforce
 from proxy.images import ImagesAPI
 from proxy.volumes_quotas import Quotas
 from proxy.volumes_snapshots import SnapshotJobs
@@ -152,7 +162,8 @@ class VolumesAPI:
             identity = self.identify(request)
             if identity is None:
                 raise APIError(401, "The request you have made requires authentication.")
-            if request.method not in ("GET", "HEAD") and not (identity.owner or identity.cluster_admin):
+            action = "volume:read" if request.method in ("GET", "HEAD") else "volume:write"
+            if not enforce(identity, action, project_id=identity.project_id):
                 raise APIError(403, "Policy doesn't allow this operation to be performed.")
             response = await self._route(request, identity)
         except APIError as exc:
