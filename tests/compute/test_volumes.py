@@ -283,40 +283,61 @@ OPENSTACK = shutil.which("openstack", path=str(Path(sys.executable).parent)) or 
 
 
 @pytest.mark.skipif(OPENSTACK is None, reason="python-openstackclient is not installed")
-async def test_openstack_cli_volumes(cluster, tmp_path):
-    """``openstack volume ...`` finds Cinder through the Keystone catalog (``volumev3``)."""
+async def test_openstack_cli_volumes(cloud, cluster, guest_image, tmp_path):
+    """``openstack volume ...`` and ``server add volume`` find Cinder and Nova through the catalog."""
     admin = cluster.layout.cluster.admin
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     env.update(OS_AUTH_URL=f"{cluster.nodes[0].public_url}/v3", OS_USERNAME=admin.user,
                OS_PASSWORD=admin.password, OS_PROJECT_NAME=admin.project, OS_USER_DOMAIN_NAME="Default",
                OS_PROJECT_DOMAIN_NAME="Default", OS_IDENTITY_API_VERSION="3", OS_AUTH_TYPE="password")
 
-    def osc(*args: str, output: bool = True):
+    def run(*args: str, output: bool = True):
         proc = subprocess.run([OPENSTACK, *args, *(["-f", "json"] if output else [])], env=env,
                               cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, f"{args}:\n{proc.stdout}\n{proc.stderr}"
         return json.loads(proc.stdout) if output else None
 
-    async def osc_async(*args: str, output: bool = True):
-        return await trio.to_thread.run_sync(lambda: osc(*args, output=output))
+    async def osc(*args: str, output: bool = True):
+        return await trio.to_thread.run_sync(lambda: run(*args, output=output))
 
-    created = await osc_async("volume", "create", "--size", "1", "cli-vol")
+    async def until(status: str, *show: str) -> dict:
+        with trio.fail_after(90):
+            while (shown := await osc(*show))["status"] != status:
+                assert "error" not in shown["status"], shown
+                await trio.sleep(0.5)
+        return shown
+
+    image = await cloud.upload_guest(guest_image, "cli-guest")
+    server = await cloud.create_server("cli-vm", image["id"], flavor="0")
+    await cloud.wait_status(server, "ACTIVE")
+    created = await osc("volume", "create", "--size", "1", "--hint", f"local_to_instance={server}", "cli-vol")
     assert created["name"] == "cli-vol" and created["size"] == 1
+    await until("available", "volume", "show", "cli-vol")
+    assert "cli-vol" in {v["Name"] for v in await osc("volume", "list")}
+    await osc("server", "add", "volume", server, "cli-vol", output=False)
+    await until("in-use", "volume", "show", "cli-vol")
+    await cloud.wait_console(server, f"{VOLUME_MARKER} vdb written-by-")
+    label = (await cloud.console(server)).split(VOLUME_MARKER, 1)[1].split()[1]
+
+    snap = await osc("volume", "snapshot", "create", "--force", "--volume", "cli-vol", "cli-snap")
+    await until("available", "volume", "snapshot", "show", snap["id"])
+    assert "cli-snap" in {s["Name"] for s in await osc("volume", "snapshot", "list")}
+    await osc("server", "remove", "volume", server, "cli-vol", output=False)
+    await until("available", "volume", "show", "cli-vol")
+    await osc("volume", "delete", "cli-vol", output=False)
+    restored = await osc("volume", "create", "--snapshot", "cli-snap", "--hint",
+                         f"local_to_instance={server}", "cli-restored")
+    assert restored["size"] == 1
+    await until("available", "volume", "show", "cli-restored")
+    await osc("server", "add", "volume", server, "cli-restored", output=False)
+    await cloud.wait_console(server, f"{VOLUME_MARKER} vdb {label} attaches=2")
+
+    assert (await cloud.client.delete(f"/v2.1/servers/{server}")).status_code == 204
+    await cloud.wait_gone(server)
+    await until("available", "volume", "show", "cli-restored")
+    await osc("volume", "snapshot", "delete", snap["id"], output=False)
+    await osc("volume", "delete", "cli-restored", output=False)
     with trio.fail_after(60):
-        while (shown := await osc_async("volume", "show", "cli-vol"))["status"] != "available":
-            await trio.sleep(0.5)
-    assert shown["id"] == created["id"]
-    assert "cli-vol" in {v["Name"] for v in await osc_async("volume", "list")}
-    snap = await osc_async("volume", "snapshot", "create", "--volume", "cli-vol", "cli-snap")
-    with trio.fail_after(60):
-        while (await osc_async("volume", "snapshot", "show", snap["id"]))["status"] != "available":
-            await trio.sleep(0.5)
-    assert "cli-snap" in {s["Name"] for s in await osc_async("volume", "snapshot", "list")}
-    await osc_async("volume", "snapshot", "delete", snap["id"], output=False)
-    with trio.fail_after(60):
-        while snap["id"] in {s["ID"] for s in await osc_async("volume", "snapshot", "list")}:
-            await trio.sleep(0.5)
-    await osc_async("volume", "delete", "cli-vol", output=False)
-    with trio.fail_after(60):
-        while "cli-vol" in {v["Name"] for v in await osc_async("volume", "list")}:
+        while {"cli-snap"} & {s["Name"] for s in await osc("volume", "snapshot", "list")} or \
+                {"cli-vol", "cli-restored"} & {v["Name"] for v in await osc("volume", "list")}:
             await trio.sleep(0.5)
