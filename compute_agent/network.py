@@ -5,8 +5,12 @@ runs a server on it there is
 
 - a bridge, with the node's DHCP port address of the network on it;
 - a VXLAN device on the bridge (VNI, this node's tunnel end as ``local``)
-  with one all-zeros forwarding entry per other node, so broadcasts (ARP,
-  DHCP) reach every node and learned MACs go straight to their node;
+  with one all-zeros forwarding entry per other node: every frame the
+  bridge sends into the tunnel goes to every other node (head-end
+  replication) and each node's bridge keeps what is not for its guests to
+  itself.  The VXLAN device does not learn remote addresses: it would learn
+  a sender's address but not its UDP port, and nodes that share one kernel
+  need their own ports (below);
 - one dnsmasq serving DHCP on the bridge, answering only the MACs of this
   node's ports (``static`` range, ``mac,ip`` lines in its hosts file);
   another node's guests are answered by their own node's dnsmasq;
@@ -100,7 +104,7 @@ def _ensure_links(tag: str, nic: Nic, local: tuple[str, int],
         br = ipr.link_lookup(ifname=bridge)[0]
         if not ipr.link_lookup(ifname=vxlan):
             ipr.link("add", ifname=vxlan, kind="vxlan", vxlan_id=nic.vni, vxlan_local=local[0],
-                     vxlan_port=local[1], vxlan_learning=1)
+                     vxlan_port=local[1], vxlan_learning=0)
         vx = ipr.link_lookup(ifname=vxlan)[0]
         ipr.link("set", index=vx, master=br, state="up")
         ipr.link("set", index=br, state="up", mtu=nic.mtu)

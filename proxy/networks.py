@@ -114,6 +114,8 @@ class NetworksAPI:
             return json_response(200, {"resources": [
                 {"name": s, "collection": c, "links": []} for c, s in KINDS.items()]})
         collection = parts[0].removesuffix(".json")
+        if collection == "extensions" and request.method in ("GET", "HEAD"):
+            return json_response(200, {"extensions": []})  # none of Neutron's extensions, as a list
         if collection not in KINDS or len(parts) > 2:
             raise APIError(404, "The resource could not be found.")
         method = request.method
