@@ -112,3 +112,21 @@ def test_openstack_cli_images_and_servers(cluster, guest_image, tmp_path):
     cli.ok("image", "delete", "cli-guest", "cli-kernel", "cli-ramdisk")
     missing = cli.run("image", "show", image["id"])
     assert missing.returncode != 0 and "No Image found" in missing.stderr + missing.stdout
+
+
+def test_openstack_cli_networks(cluster, tmp_path):
+    cli = CLI(cluster, tmp_path)
+    net = cli.json("network", "create", "cli-net")
+    assert net["provider:network_type"] == "vxlan" and net["status"] == "ACTIVE"
+    subnet = cli.json("subnet", "create", "--network", "cli-net", "--subnet-range", "10.66.0.0/24",
+                      "cli-subnet")
+    assert subnet["cidr"] == "10.66.0.0/24" and subnet["gateway_ip"] == "10.66.0.1"
+    port = cli.json("port", "create", "--network", "cli-net", "--fixed-ip", "ip-address=10.66.0.50",
+                    "cli-port")
+    assert port["fixed_ips"] == [{"subnet_id": subnet["id"], "ip_address": "10.66.0.50"}]
+    assert "cli-net" in {row["Name"] for row in cli.json("network", "list")}
+    assert {row["ID"] for row in cli.json("port", "list", "--network", "cli-net")} == {port["id"]}
+    assert cli.run("network", "delete", "cli-net").returncode != 0  # the port still uses it
+    cli.ok("port", "delete", "cli-port")
+    cli.ok("network", "delete", "cli-net")
+    assert cli.run("subnet", "show", subnet["id"]).returncode != 0
