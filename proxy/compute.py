@@ -188,8 +188,11 @@ class ComputeAPI:
         if not rest and method == "POST":
             return await self.create(body, identity)
         if len(rest) == 1 and method == "GET":
-            return json_response(200, {"server": server_view(await self._server(rest[0], identity),
-                                                             identity)})
+            view = server_view(await self._server(rest[0], identity), identity)
+            view["os-extended-volumes:volumes_attached"] = [
+                {"id": volume["id"], "delete_on_termination": False}
+                for volume, _ in await self.attachments.of_server(rest[0])]
+            return json_response(200, {"server": view})
         if len(rest) == 1 and method == "DELETE":
             return await self.delete(rest[0], identity)
         if rest[1:] == ["action"] and method == "POST":

@@ -129,6 +129,8 @@ async def test_volume_data_survives_snapshot_delete_and_node_loss(guest_image, t
             assert resp.json()["volumeAttachment"]["device"] == "/dev/vdb"
             shown = (await cloud.client.get(f"{V3}/volumes/{volume['id']}")).json()["volume"]
             assert shown["status"] == "in-use" and shown["attachments"][0]["server_id"] == first
+            attached = (await cloud.server(first))["os-extended-volumes:volumes_attached"]
+            assert attached == [{"id": volume["id"], "delete_on_termination": False}]
             await cloud.wait_console(first, f"{VOLUME_MARKER} vdb written-by-")
             line = (await cloud.console(first)).split(VOLUME_MARKER, 1)[1].splitlines()[0].split()
             label = line[1]
