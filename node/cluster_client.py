@@ -61,6 +61,14 @@ MAX_SMALL_BODY = 64 << 20
 #: head in one exchange: no ``100 Continue`` round trip, and a backend that
 #: refuses costs at most this much wasted transfer
 SMALL_PUT = 64 * 1024
+#: object bodies up to this size are read whole from the backend
+SMALL_GET = 64 * 1024
+#: what :meth:`ClusterClient._read_small_body` returns for a backend that broke
+_BROKEN = object()
+#: object bodies go to the backends in pieces of about this size ...
+SEND_CHUNK = 1 << 20
+#: ... with up to this many pieces queued per backend
+SEND_QUEUE = 4
 
 
 def make_timestamp(t: float | None = None) -> str:
@@ -558,31 +566,52 @@ class ClusterClient:
         return status, Headers([])
 
     async def _send_body(self, putters: list[_Putter], body, quorum: int, path: str) -> None:
-        """Send each chunk to every live backend before reading the next one."""
-        async def send(p: _Putter, chunk: bytes) -> None:
+        """Stream the body to every live backend, each at its own pace.
+
+        The caller's chunks are gathered into pieces of about
+        :data:`SEND_CHUNK` (fewer, bigger socket writes and h11 events) and
+        handed to one sender task per backend through a queue of
+        :data:`SEND_QUEUE` pieces.  So receiving from the client overlaps
+        sending to the backends, and one backend's momentary stall does not
+        stop the others until its queue is full; the pieces are shared, so
+        memory stays under ``(SEND_QUEUE + 2) * SEND_CHUNK`` per object.
+        """
+        async def pump(p: _Putter, pieces: trio.MemoryReceiveChannel[bytes]) -> None:
+            async with pieces:
+                async for piece in pieces:
+                    if p.failed:
+                        continue  # keep taking pieces so the reader never waits on us
+                    try:
+                        await p.exchange.send(piece)
+                    except BackendError as exc:
+                        p.failed = True
+                        self._failed(p.node, exc)
+
+        failure: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            queues = []
+            for p in putters:
+                send, receive = trio.open_memory_channel[bytes](SEND_QUEUE)
+                queues.append((p, send))
+                nursery.start_soon(pump, p, receive)
             try:
-                await p.exchange.send(chunk)
-            except BackendError as exc:
-                p.failed = True
-                self._failed(p.node, exc)
-
-        async def fan_out(chunk: bytes) -> None:
-            live = [p for p in putters if not p.failed]
-            if len(live) == 1:
-                await send(live[0], chunk)
-                return
-            async with trio.open_nursery() as nursery:
-                for p in live:
-                    nursery.start_soon(send, p, chunk)
-
-        if isinstance(body, (bytes, bytearray, memoryview)):
-            await fan_out(bytes(body))
-            return
-        async for chunk in _aiter(body):
-            await fan_out(chunk)
-            if sum(not p.failed for p in putters) < quorum:
-                log_event(log, "cluster.put_lost_quorum", path=path)
-                return
+                async for piece in _gather(body, SEND_CHUNK):
+                    for p, queue in queues:
+                        if not p.failed:
+                            await queue.send(piece)
+                    if sum(not p.failed for p in putters) < quorum:
+                        log_event(log, "cluster.put_lost_quorum", path=path)
+                        return
+            except Exception as exc:
+                # The caller's body failed (a client gone): stop sending, and
+                # raise it as itself rather than inside an exception group.
+                failure = exc
+                nursery.cancel_scope.cancel()
+            finally:
+                for _, queue in queues:
+                    queue.close()
+        if failure is not None:
+            raise failure
 
     def _open_targets(self, account: str, container: str, obj: str):
         ring, part, primaries, path = self._object_route(account, container, obj)
@@ -618,6 +647,11 @@ class ClusterClient:
                 await self._discard(cm, resp)
                 return tombstone
             if resp.status in (200, 206) and method == "GET":
+                small = await self._read_small_body(node, cm, resp)
+                if small is _BROKEN:
+                    continue
+                if small is not None:
+                    return ObjectResponse(self, resp.status, resp.headers, body=small)
                 result = ObjectResponse(self, resp.status, resp.headers, node_iter, path, req_headers)
                 result._attach(cm, resp, node)
                 return result
@@ -626,6 +660,28 @@ class ClusterClient:
         if tombstone is not None:
             return tombstone
         return fallback or ObjectResponse(self, 503, Headers([]))
+
+    async def _read_small_body(self, node: dict, cm, resp: ClientResponse) -> bytes | object | None:
+        """A body of at most :data:`SMALL_GET` bytes, read now so the connection goes back at once.
+
+        ``None`` if the body is bigger (stream it); :data:`_BROKEN` if the
+        backend failed while sending it (the connection is closed, the
+        failure booked: try the next node).
+        """
+        try:
+            length = int(resp.headers.get("content-length") or "")
+        except ValueError:
+            return None
+        if length > SMALL_GET:
+            return None
+        try:
+            data = await resp.read(SMALL_GET)
+        except BackendError as exc:
+            self._failed(node, exc)
+            await cm.__aexit__(type(exc), exc, exc.__traceback__)
+            return _BROKEN
+        await cm.__aexit__(None, None, None)
+        return data
 
     @asynccontextmanager
     async def get_object(self, account: str, container: str, obj: str,
@@ -773,6 +829,26 @@ async def _aiter(body: AsyncIterator[bytes] | Iterable[bytes]) -> AsyncIterator[
     else:
         for chunk in body:  # type: ignore[union-attr]
             yield chunk
+
+
+async def _gather(body: AsyncIterator[bytes] | Iterable[bytes] | bytes, size: int) -> AsyncIterator[bytes]:
+    """``body`` re-cut into pieces of at least ``size`` bytes (the last may be shorter)."""
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        if body:
+            yield bytes(body)
+        return
+    parts: list[bytes] = []
+    held = 0
+    async for chunk in _aiter(body):
+        if not chunk:
+            continue
+        parts.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+            parts, held = [], 0
+    if parts:
+        yield parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 async def _read_exactly(body: AsyncIterator[bytes] | Iterable[bytes] | bytes, length: int) -> bytes:
