@@ -21,7 +21,9 @@ A volume is ``volumes/<id>`` under the agent's root: a raw file made with
 not stored at all; any other chunk is stored once, as
 ``.snapshots/chunks/<sha256>``, after a ``HEAD`` shows it is not there yet,
 so a second snapshot sends only what changed.  The manifest
-``.snapshots/manifests/<snapshot id>`` maps chunk index -> sha256.  For an
+``.snapshots/manifests/<snapshot id>`` maps chunk index -> sha256; once it
+is stored, every chunk is checked (``HEAD``) once more and sent again if a
+concurrent snapshot delete removed it meanwhile.  For an
 attached volume the domain is suspended (qemu drains and flushes its I/O
 when it stops the vCPUs), the file is copied sparsely (``cp
 --sparse=always``: only data extents are copied, so this is quick), and the
@@ -364,9 +366,23 @@ class VolumeAgent:
             try:
                 indexes = await trio.to_thread.run_sync(_data_chunks, source, size)
                 chunks, stored, sent = await self._store_chunks(source, size, indexes)
+                await self._put_manifest(snapshot_id, volume_id, size, chunks)
+                # A snapshot delete that listed the manifests before ours existed may have
+                # removed a chunk we found present; now that our manifest protects them,
+                # look once more and send again whatever is gone.
+                _, restored, resent = await self._store_chunks(source, size, sorted(chunks))
             finally:
                 if source != path:
                     await trio.to_thread.run_sync(lambda: source.unlink(missing_ok=True))
+        stored, sent = stored + restored, sent + resent
+        seconds = time.monotonic() - started
+        summary = {"snapshot_id": snapshot_id, "size": size, "chunks": len(chunks),
+                   "chunks_stored": stored, "bytes_stored": sent, "seconds": round(seconds, 3)}
+        log_event(log, "volume.snapshot", volume=volume_id, **summary)
+        return summary
+
+    async def _put_manifest(self, snapshot_id: str, volume_id: str, size: int,
+                            chunks: dict[int, str]) -> None:
         manifest = {"snapshot_id": snapshot_id, "volume_id": volume_id, "size": size,
                     "chunk_size": CHUNK_SIZE, "chunks": {str(i): d for i, d in sorted(chunks.items())}}
         body = json.dumps(manifest, separators=(",", ":")).encode()
@@ -374,11 +390,6 @@ class VolumeAgent:
                                              [("Content-Type", "application/json")], body, len(body))
         if status // 100 != 2:
             raise VolumeError(f"cannot store the manifest: {status}")
-        seconds = time.monotonic() - started
-        summary = {"snapshot_id": snapshot_id, "size": size, "chunks": len(chunks),
-                   "chunks_stored": stored, "bytes_stored": sent, "seconds": round(seconds, 3)}
-        log_event(log, "volume.snapshot", volume=volume_id, **summary)
-        return summary
 
     async def _frozen_copy(self, server_id: str, path: Path) -> Path:
         """A consistent sparse copy of an attached volume: suspend, copy, resume."""

@@ -9,9 +9,13 @@ other manifest names.  The reference check scans the remaining manifests
 across proxies, at the cost of reading every manifest per delete -- fine
 for the tens to thousands of snapshots of a small cloud.  A delete that
 finds another snapshot still ``creating`` removes no chunks at all (that
-snapshot may be about to reuse one it already found present); the chunks
-it leaves are unreferenced garbage that a later delete naming them
-collects, never data a manifest needs.
+snapshot may be about to reuse one it already found present); chunks it
+leaves that no manifest names stay as garbage (there is no sweeper yet),
+never as a gap in a snapshot.  A snapshot that starts after that
+check is covered on its side: once its manifest is stored, it checks every
+chunk again and re-sends any that a delete removed meanwhile.  What is
+left is a snapshot that starts *and* finishes while a delete is removing
+chunks (between one chunk's last check and its removal): not closed.
 """
 
 from __future__ import annotations
