@@ -185,8 +185,8 @@ class ComputeAgent:
         self.instances: dict[str, Instance] = {}
         self._nursery: trio.Nursery | None = None
         self.volumes = VolumeAgent(self)
-        self.networks = NodeNetworks(self.root / "networks", node.config.node_id, self._tunnel_end,
-                                     self._tunnel_peers)
+        self.networks = NodeNetworks(self.root / "networks", node.cluster.cluster_id,
+                                     node.config.node_id, self._tunnel_end, self._tunnel_peers)
 
     def _tunnel_end(self) -> tuple[str, int]:
         """This node's VXLAN end: its internal address, its internal port number as UDP port."""

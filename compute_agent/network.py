@@ -20,7 +20,7 @@ A node's tunnel end is its internal address with its internal port
 number as the UDP port: every node knows every other's from the ring's
 devices, and nodes that share one kernel (a test cluster on loopback
 addresses) still get one VXLAN socket each.  Device names carry a short
-tag of the node id for the same reason (and stay within 15 characters).
+tag of the cluster and node ids for the same reason (and stay within 15 characters).
 
 Links are made with pyroute2 in a worker thread (netlink calls block).
 """
@@ -83,9 +83,9 @@ class Nic:
                    dhcp_ip=str(doc["dhcp_ip"]))
 
 
-def node_tag(node_id: str) -> str:
-    """Four hex digits naming this node's devices apart from other nodes' on one kernel."""
-    return hashlib.sha1(node_id.encode()).hexdigest()[:4]
+def node_tag(cluster_id: str, node_id: str) -> str:
+    """Four hex digits naming this node's devices apart from other nodes' (of any cluster)."""
+    return hashlib.sha1(f"{cluster_id}/{node_id}".encode()).hexdigest()[:4]
 
 
 def device_names(tag: str, vni: int) -> tuple[str, str]:
@@ -146,11 +146,12 @@ def _alive(pid_file: Path) -> int | None:
 class NodeNetworks:
     """The networks of this node's servers (see the module docstring)."""
 
-    def __init__(self, root: Path, node_id: str, local: Callable[[], tuple[str, int]],
+    def __init__(self, root: Path, cluster_id: str, node_id: str,
+                 local: Callable[[], tuple[str, int]],
                  peers: Callable[[], list[tuple[str, int]]]) -> None:
         """``local`` and ``peers`` give tunnel ends (address, UDP port), asked at each plug."""
         self.root = root
-        self.tag = node_tag(node_id)
+        self.tag = node_tag(cluster_id, node_id)
         self.local = local
         self.peers = peers
         self._lock = trio.Lock()

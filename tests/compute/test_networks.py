@@ -26,8 +26,8 @@ NET = "/network/v2.0"
 def _teardown_networks(cluster) -> None:
     """Stop every node's dnsmasqs and remove its bridges and tunnels."""
     for node in cluster.nodes:
-        NodeNetworks(node.layout.root / "compute" / "networks", node.layout.name,
-                     lambda: ("", 0), list).stop_all()
+        NodeNetworks(node.layout.root / "compute" / "networks", cluster.layout.cluster.cluster_id,
+                     node.layout.name, lambda: ("", 0), list).stop_all()
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ async def test_two_nodes_one_network_dhcp_and_ping(cloud, guest_image, cluster, 
               for n in cluster.nodes if n.layout.name in hosts]
     assert all(any(ip in lease for ip in ips) for lease in leases), leases
     print(json.dumps({"figure": "vxlan_nodes", "value": len(set(hosts)),
-                      "tags": sorted(node_tag(h) for h in hosts)}))
+                      "tags": sorted(node_tag(cluster.layout.cluster.cluster_id, h) for h in hosts)}))
 
     for sid in servers:
         assert (await c.delete(f"/v2.1/servers/{sid}")).status_code == 204
