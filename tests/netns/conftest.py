@@ -73,7 +73,7 @@ class NetNode:
     def start(self) -> None:
         out = open(self.root / "stderr.log", "ab")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, sys.executable, "-m", "tests.netns.run_node",
+            ["ip", "netns", "exec", self.ns, sys.executable, "-m", "tools.peerstack", "node", "run",
              "--config", str(self.config_path)],
             cwd=REPO, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
         out.close()
@@ -100,6 +100,25 @@ class NetNode:
         if res.returncode != 0:
             return None
         return json.loads(res.stdout)
+
+    def swift(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        """A Swift API request to this node's public port as the cluster admin, from its namespace."""
+        admin = self.lab.cluster.admin
+        script = (
+            "import httpx, sys\n"
+            f"base = 'http://{self.ip}:8080'\n"
+            f"auth = httpx.get(base + '/auth/v1.0', headers={{'X-Auth-User': '{admin.project}:{admin.user}',"
+            f" 'X-Auth-Key': '{admin.password}'}}, timeout=30)\n"
+            "auth.raise_for_status()\n"
+            f"r = httpx.request('{method}', auth.headers['x-storage-url'] + '{path}', content=sys.stdin.buffer.read(),"
+            " headers={'X-Auth-Token': auth.headers['x-auth-token']}, timeout=30)\n"
+            "sys.stdout.write(f'{r.status_code}\\n'); sys.stdout.flush(); sys.stdout.buffer.write(r.content)\n")
+        res = subprocess.run(["ip", "netns", "exec", self.ns, sys.executable, "-c", script],
+                             input=body, capture_output=True, timeout=60)
+        if res.returncode != 0:
+            return 0, res.stderr
+        status, _, content = res.stdout.partition(b"\n")
+        return int(status), content
 
     def log_events(self, event: str) -> list[dict]:
         try:

@@ -64,6 +64,11 @@ def test_namespaced_nodes_discover_join_and_notice_a_death(netlab, size):
     wait_for(lambda: everyone_agrees(nodes, ids, secret), f"{size} nodes to agree on members and ring")
     # They found each other by mDNS: no seeds were configured.
     assert all(n.log_events("discovery.peer") for n in nodes)
+    # The ring they made on their own stores data: write through one node, read through another.
+    wait_for(lambda: nodes[0].swift("PUT", "/photos")[0] in (201, 202), "a container PUT")
+    body = b"written in one namespace, read in another " * 1000
+    assert nodes[0].swift("PUT", "/photos/cat.jpg", body)[0] == 201
+    assert nodes[-1].swift("GET", "/photos/cat.jpg") == (200, body)
 
     newcomer = lab.add_node()
     started = time.monotonic()
@@ -75,6 +80,8 @@ def test_namespaced_nodes_discover_join_and_notice_a_death(netlab, size):
     print(f"\n{size}->{size + 1}: {time.monotonic() - started:.1f}s from starting a node to "
           "every node holding a ring with it")
     wait_for(lambda: everyone_agrees(nodes, ids, secret), f"{size + 1} nodes to agree")
+    # After the join, nothing became unreadable, through the newcomer too.
+    assert newcomer.swift("GET", "/photos/cat.jpg") == (200, body)
 
     victim = nodes[1]
     victim.kill()
