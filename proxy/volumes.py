@@ -10,7 +10,8 @@ Keystone's ``/v3``.
 ``GET  /volumes``, ``/volumes/detail``        the project's volumes (admin: ``all_tenants``)
 ``POST /volumes``                             blank, ``snapshot_id`` or ``imageRef``: 202
 ``GET  /volumes/<id>``, ``DELETE``            show; delete (``available``/``error`` only)
-``POST /volumes/<id>/action``                 ``os-extend`` (``available`` only)
+``POST /volumes/<id>/action``                 ``os-extend`` (``available`` only); admins:
+                                              ``os-reset_status``, ``os-force_delete``
 ``GET|POST /snapshots[/detail]``              list; take one (``force`` needed if in-use)
 ``GET|DELETE /snapshots/<id>``                show; delete (chunks collected)
 ``GET|PUT /os-quota-sets/<project>``          limits (``?usage=True``); admins set them
@@ -27,8 +28,8 @@ Attaching is Nova's (:mod:`proxy.volumes_attach`).
 
 Limits, knowingly: a transitional status (``creating``, ``attaching``,
 ``deleting``...) is written by the proxy doing the work, so a proxy that
-dies mid-job leaves it standing (an admin resets it; nothing else is
-lost: the file or the chunks are either there or not).  A volume does not
+dies mid-job leaves it standing (an admin resets it with
+``os-reset_status``; nothing else is lost: the file or the chunks are either there or not).  A volume does not
 move: attaching it to a server on another node is refused (``409``) --
 restore a snapshot next to the server instead.  Quotas count records at
 request time (:mod:`proxy.volumes_quotas`).  Policy: reads need
@@ -67,6 +68,8 @@ DEFAULT_TYPE = {"id": "00000000-0000-0000-0000-00000000dea1", "name": "__DEFAULT
                 "os-volume-type-access:is_public": True, "qos_specs_id": None}
 MAX_NAME = 255
 DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_deleting")
+STATUSES = frozenset({"creating", "available", "in-use", "attaching", "detaching", "deleting", "error",
+                      "error_deleting", "error_extending", "error_restoring", "extending"})
 SNAPSHOT_DELETABLE = ("available", "error", "error_deleting")
 LOCALITY_HINT = "local_to_instance"
 
@@ -355,9 +358,41 @@ class VolumesAPI:
             raise APIError(400, "An action request names exactly one action.")
         name, arg = next(iter(doc.items()))
         record = await self.store.volume(volume_id, identity)
+        if name in ("os-reset_status", "os-force_delete"):
+            if not identity.cluster_admin:
+                raise APIError(403, f"Policy doesn't allow volume:{name[3:]} to be performed.")
+            if name == "os-force_delete":
+                return await self.force_delete(record)
+            return await self.reset_status(record, require_dict(arg))
         if name != "os-extend":
             raise APIError(400, f"There is no such action: {name}")
-        new_size = _size(require_dict(arg).get("new_size"))
+        return await self.extend(record, _size(require_dict(arg).get("new_size")), identity)
+
+    async def reset_status(self, record: dict[str, Any], arg: dict[str, Any]) -> Response:
+        """Cinder's admin repair of a status left behind (e.g. by a proxy that died mid-job)."""
+        status = arg.get("status")
+        if status not in STATUSES:
+            raise APIError(400, f"Invalid input received: '{status}' is not a volume status.")
+        changes: dict[str, Any] = {"status": status}
+        if arg.get("attach_status") == "detached":
+            changes["attachments"] = []
+        await self.store.save_volume(record, **changes)
+        return empty_response(202)
+
+    async def force_delete(self, record: dict[str, Any]) -> Response:
+        """Delete whatever the status; a node that is gone for good only leaves its file behind."""
+        status, answer = await self.store.agent(record.get("agent"), "DELETE",
+                                                f"/compute/volumes/{record['id']}")
+        if status == 409:
+            raise APIError(409, f"Volume {record['id']} is still attached: {answer.get('error')}")
+        if status not in (200, 404):
+            log_event(log, "volume.force_delete_left_file", volume=record["id"], host=record.get("host"),
+                      status=status)
+        await self.store.volumes.delete(record["id"])
+        return empty_response(202)
+
+    async def extend(self, record: dict[str, Any], new_size: int, identity: Identity) -> Response:
+        volume_id = record["id"]
         if record["status"] != "available":
             raise APIError(400, f"Invalid volume: Volume status must be 'available' to extend, "
                                 f"currently {record['status']}.")

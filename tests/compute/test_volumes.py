@@ -119,6 +119,7 @@ async def test_volume_data_survives_snapshot_delete_and_node_loss(guest_image, t
             first = await cloud.create_server("vol-writer", image["id"], flavor="0")
             host_a = (await cloud.wait_status(first, "ACTIVE"))["OS-EXT-SRV-ATTR:host"]
             volume = await create_volume(cloud, 1, server=first, name="v1")
+            stranded = await create_volume(cloud, 1, server=first, name="stays-on-a")
             assert volume["os-vol-host-attr:host"] == host_a and volume["size"] == 1
             path = volume_file(cluster, volume)
             assert path.stat().st_size == 1 << 30 and path.stat().st_blocks == 0
@@ -159,6 +160,12 @@ async def test_volume_data_survives_snapshot_delete_and_node_loss(guest_image, t
             second = await cloud.create_server("vol-reader", image["id"], flavor="0")
             host_b = (await cloud.wait_status(second, "ACTIVE", timeout=180))["OS-EXT-SRV-ATTR:host"]
             assert host_b != host_a
+            resp = await cloud.client.delete(f"{V3}/volumes/{stranded['id']}")
+            assert resp.status_code == 503 and "serviceUnavailable" in resp.json(), resp.text
+            resp = await cloud.client.post(f"{V3}/volumes/{stranded['id']}/action",
+                                           json={"os-force_delete": {}})
+            assert resp.status_code == 202, resp.text
+            await wait_404(cloud, f"{V3}/volumes/{stranded['id']}")
             restored = await create_volume(cloud, 1, server=second, snapshot_id=snapshot["id"])
             assert restored["os-vol-host-attr:host"] == host_b and restored["snapshot_id"] == snapshot["id"]
             resp = await cloud.client.post(f"/v2.1/servers/{second}/os-volume_attachments",
@@ -258,6 +265,13 @@ async def test_refusals_and_quotas(cloud, cluster):
     assert resp.status_code == 202, resp.text
     extended = await wait_for(cloud, f"{V3}/volumes/{volume['id']}", "volume", "available")
     assert extended["size"] == 3 and volume_file(cluster, extended).stat().st_size == 3 << 30
+    resp = await cloud.client.post(f"{V3}/volumes/{volume['id']}/action",
+                                   json={"os-reset_status": {"status": "sideways"}})
+    assert resp.status_code == 400
+    resp = await cloud.client.post(f"{V3}/volumes/{volume['id']}/action",
+                                   json={"os-reset_status": {"status": "error"}})
+    assert resp.status_code == 202, resp.text
+    assert (await cloud.client.get(f"{V3}/volumes/{volume['id']}")).json()["volume"]["status"] == "error"
     types = (await cloud.client.get(f"{V3}/{project}/types")).json()["volume_types"]
     assert [t["name"] for t in types] == ["__DEFAULT__"]
     assert (await cloud.client.delete(f"{V3}/volumes/{volume['id']}")).status_code == 202
