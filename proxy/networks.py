@@ -209,7 +209,7 @@ class NetworksAPI:
 
     async def create_subnet(self, doc: dict[str, Any], identity: Identity) -> dict[str, Any]:
         network = await self.get("networks", str(doc.get("network_id")), identity)
-        if int(doc.get("ip_version", 4)) != 4:
+        if str(doc.get("ip_version", 4)) != "4":
             raise APIError(400, "Only IPv4 subnets are supported.")
         try:
             net = ipaddress.IPv4Network(str(doc.get("cidr")))
@@ -220,8 +220,11 @@ class NetworksAPI:
         if network.get("subnets"):
             raise APIError(409, "This network already has a subnet (one per network here).")
         gateway = doc.get("gateway_ip", str(net.network_address + 1))
-        if gateway is not None and ipaddress.ip_address(str(gateway)) not in net:
-            raise APIError(400, f"Gateway {gateway} is not in {net}.")
+        try:
+            if gateway is not None and ipaddress.IPv4Address(str(gateway)) not in net:
+                raise ValueError
+        except ValueError:
+            raise APIError(400, f"Invalid gateway {gateway!r} for {net}.") from None
         first = net.network_address + (2 if gateway == str(net.network_address + 1) else 1)
         pools = doc.get("allocation_pools") or [{"start": str(first),
                                                 "end": str(net.broadcast_address - 1)}]

@@ -51,6 +51,11 @@ async def test_neutron_api_shapes_and_errors(cloud):
     bad = await c.post(f"{NET}/subnets", json={"subnet": {"network_id": net["id"], "cidr": "10.1.2.300/24",
                                                            "ip_version": 4}})
     assert bad.status_code == 400 and "NeutronError" in bad.json()
+    for wrong in ({"gateway_ip": "10.9.9.1"}, {"gateway_ip": "nope"}, {"ip_version": "x"},
+                  {"allocation_pools": [{"start": "10.1.2.5", "end": "10.1.2.3"}]}):
+        resp = await c.post(f"{NET}/subnets", json={"subnet": {"network_id": net["id"], "cidr": "10.1.2.0/29",
+                                                               **wrong}})
+        assert resp.status_code == 400, (wrong, resp.text)
     subnet = (await c.post(f"{NET}/subnets", json={"subnet": {
         "network_id": net["id"], "cidr": "10.1.2.0/29", "ip_version": 4}})).json()["subnet"]
     assert subnet["gateway_ip"] == "10.1.2.1"
