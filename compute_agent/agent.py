@@ -565,8 +565,11 @@ class ComputeAgent:
         async with inst.lock:
             await self._persist(inst)
             try:
+                # the bridges may be gone (host rebooted, last other server on the network deleted)
+                for nic in inst.record.get("nics") or []:
+                    await self.networks.plug(Nic.from_dict(nic))
                 await self.hv.start(inst.id)
-            except HypervisorError as exc:
+            except (HypervisorError, NetworkSetupError) as exc:
                 self._set_error(inst, str(exc))
                 await self._persist(inst)
                 return

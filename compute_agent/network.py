@@ -134,6 +134,16 @@ def remove_links(tag: str) -> int:
     return removed
 
 
+def _remove_network_links(tag: str, vni: int) -> None:
+    with IPRoute() as ipr:
+        for name in device_names(tag, vni):
+            for index in ipr.link_lookup(ifname=name):
+                try:
+                    ipr.link("del", index=index)
+                except NetlinkError:
+                    pass  # the bridge took its VXLAN port with it
+
+
 def _alive(pid_file: Path) -> int | None:
     try:
         pid = int(pid_file.read_text().strip())
@@ -175,12 +185,21 @@ class NodeNetworks:
         return bridge
 
     async def unplug(self, nic: Nic) -> None:
-        """Forget ``nic``'s DHCP entry (the tap goes with the domain)."""
+        """Forget ``nic``'s DHCP entry (the tap goes with the domain); the last port takes the
+        network's dnsmasq, bridge and tunnel with it."""
         async with self._lock:
-            if await self._set_host(nic, present=False):
-                pid = await trio.to_thread.run_sync(_alive, self._dir(nic) / "dnsmasq.pid")
+            if not await self._set_host(nic, present=False):
+                return
+            d = self._dir(nic)
+            pid = await trio.to_thread.run_sync(_alive, d / "dnsmasq.pid")
+            if (await trio.to_thread.run_sync((d / "hosts").read_text)).strip():
                 if pid:
                     os.kill(pid, signal.SIGHUP)
+                return
+            if pid:
+                os.kill(pid, signal.SIGTERM)
+            await trio.to_thread.run_sync(_remove_network_links, self.tag, nic.vni)
+        log_event(log, "network.removed", network=nic.network_id, vni=nic.vni)
 
     async def _set_host(self, nic: Nic, *, present: bool) -> bool:
         """Add or drop ``nic``'s ``mac,ip`` line in the hosts file; whether it changed."""

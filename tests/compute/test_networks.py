@@ -15,8 +15,9 @@ import random
 
 import pytest
 import trio
+from pyroute2 import IPRoute
 
-from compute_agent.network import NodeNetworks, node_tag
+from compute_agent.network import NodeNetworks, device_names, node_tag
 from tools.image_build import IP_MARKER, PING_MARKER
 
 pytestmark = pytest.mark.usefixtures("libvirt_ready")
@@ -28,6 +29,11 @@ def _teardown_networks(cluster) -> None:
     for node in cluster.nodes:
         NodeNetworks(node.layout.root / "compute" / "networks", cluster.layout.cluster.cluster_id,
                      node.layout.name, lambda: ("", 0), list).stop_all()
+
+
+def _links_named(names: list[str]) -> list[str]:
+    with IPRoute() as ipr:
+        return [n for n in names if ipr.link_lookup(ifname=n)]
 
 
 @pytest.fixture
@@ -140,6 +146,11 @@ async def test_two_nodes_one_network_dhcp_and_ping(cloud, guest_image, cluster, 
         assert (await c.delete(f"/v2.1/servers/{sid}")).status_code == 204
     for sid in servers:
         await cloud.wait_gone(sid)
+    vni = net["provider:segmentation_id"]
+    names = [n for h in hosts for n in device_names(node_tag(cluster.layout.cluster.cluster_id, h), vni)]
+    with trio.fail_after(30):  # the last server on a node takes the network's bridge and tunnel along
+        while any(await trio.to_thread.run_sync(_links_named, names)):
+            await trio.sleep(0.5)
     for port in ports:  # handed to the servers, so kept (and freed) when they went
         kept = (await c.get(f"{NET}/ports/{port['id']}")).json()["port"]
         assert kept["device_id"] == ""
