@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.compat.test_openstackclient import OPENSTACK, openrc_env
+from tests.compute.test_networks import clean_networks  # noqa: F401 (the fixture)
 from tools.image_build import IP_MARKER, MARKER
 
 pytestmark = [pytest.mark.usefixtures("libvirt_ready"),
@@ -114,7 +115,8 @@ def test_openstack_cli_images_and_servers(cluster, guest_image, tmp_path):
     assert missing.returncode != 0 and "No Image found" in missing.stderr + missing.stdout
 
 
-def test_openstack_cli_networks(cluster, tmp_path):
+@pytest.mark.usefixtures("clean_networks")
+def test_openstack_cli_networks(cluster, guest_image, tmp_path):
     cli = CLI(cluster, tmp_path)
     net = cli.json("network", "create", "cli-net")
     assert net["provider:network_type"] == "vxlan" and net["status"] == "ACTIVE"
@@ -127,6 +129,24 @@ def test_openstack_cli_networks(cluster, tmp_path):
     assert "cli-net" in {row["Name"] for row in cli.json("network", "list")}
     assert {row["ID"] for row in cli.json("port", "list", "--network", "cli-net")} == {port["id"]}
     assert cli.run("network", "delete", "cli-net").returncode != 0  # the port still uses it
+
+    kernel = cli.json("image", "create", "--file", str(guest_image.kernel), "--disk-format", "aki",
+                      "--container-format", "aki", "cli-net-kernel")
+    ramdisk = cli.json("image", "create", "--file", str(guest_image.initrd), "--disk-format", "ari",
+                       "--container-format", "ari", "cli-net-ramdisk")
+    cli.json("image", "create", "--file", str(guest_image.qcow2), "--disk-format", "qcow2",
+             "--container-format", "bare", "--property", f"kernel_id={kernel['id']}",
+             "--property", f"ramdisk_id={ramdisk['id']}",
+             "--property", "os_command_line=console=ttyS0 quiet", "cli-net-guest")
+    cli.json("server", "create", "--image", "cli-net-guest", "--flavor", "m1.nano", "--network", "cli-net",
+             "--wait", "cli-net-vm")
+    row = next(r for r in cli.json("server", "list") if r["Name"] == "cli-net-vm")
+    assert row["Networks"] == {"cli-net": ["10.66.0.2"]}, row
+    cli.wait_for(lambda: f"{IP_MARKER} 10.66.0.2" in cli.ok("console", "log", "show", "cli-net-vm"),
+                 what="a lease from the network's dnsmasq")
+    cli.ok("server", "delete", "--wait", "cli-net-vm")
+    assert cli.json("port", "list", "--network", "cli-net", "--device-owner", "compute:nova") == []
+    cli.ok("image", "delete", "cli-net-guest", "cli-net-kernel", "cli-net-ramdisk")
     cli.ok("port", "delete", "cli-port")
     cli.ok("network", "delete", "cli-net")
     assert cli.run("subnet", "show", subnet["id"]).returncode != 0
