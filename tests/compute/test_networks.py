@@ -99,8 +99,10 @@ async def test_two_nodes_one_network_dhcp_and_ping(cloud, guest_image, cluster, 
     resp = await c.post(f"{NET}/subnets", json={"subnet": {"network_id": net["id"], "cidr": str(cidr),
                                                             "ip_version": 4}})
     assert resp.status_code == 201, resp.text
-    ports = [(await c.post(f"{NET}/ports", json={"port": {"network_id": net["id"], "name": n}})).json()["port"]
-             for n in ("a", "b")]
+    ports = []
+    for name in ("a", "b"):
+        resp = await c.post(f"{NET}/ports", json={"port": {"network_id": net["id"], "name": name}})
+        ports.append(resp.json()["port"])
     ips = [p["fixed_ips"][0]["ip_address"] for p in ports]
 
     kernel = await cloud.upload_image(guest_image.kernel, "aki", "net-kernel", container_format="aki")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 import xml.etree.ElementTree as ET
 
@@ -59,9 +60,9 @@ def test_links_are_made_once_and_removed():
             br = ipr.link_lookup(ifname=bridge)[0]
             vx = ipr.link_lookup(ifname=vxlan)[0]
             assert ipr.get_links(vx)[0].get_attr("IFLA_MASTER") == br
-            addrs = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=br, family=2)}
-            floods = sorted((e.get_attr("NDA_DST"), e.get_attr("NDA_PORT")) for e in ipr.fdb("dump", ifindex=vx)
-                            if e.get_attr("NDA_LLADDR") == BROADCAST_MAC)
+            addrs = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=br, family=socket.AF_INET)}
+            floods = sorted((e.get_attr("NDA_DST"), e.get_attr("NDA_PORT"))
+                            for e in ipr.fdb("dump", ifindex=vx) if e.get_attr("NDA_LLADDR") == BROADCAST_MAC)
         assert addrs == {"10.9.0.2"}
         assert floods == peers
     finally:
