@@ -35,6 +35,7 @@ import trio
 
 from node.headers import Headers, encode_headers
 from node.http_server import READ_SIZE, SMALL_RESPONSE, SocketIO, tune_tcp
+from node.log import request_id
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "REPLICATE"})
 
@@ -211,8 +212,13 @@ class Exchange:
     def _head(self, method: str, target: str, headers: Iterable[tuple[str, str]],
               content_length: int | None, expect_continue: bool) -> bytes:
         hdrs = encode_headers(headers)
-        if not any(name.lower() == b"host" for name, _ in hdrs):
+        names = {name.lower() for name, _ in hdrs}
+        if b"host" not in names:
             hdrs.append((b"Host", self._conn.host_header))
+        rid = request_id.get()
+        if rid and b"x-trans-id" not in names:
+            # the peer logs under the same id, so one grep follows a request across nodes
+            hdrs.append((b"X-Trans-Id", rid.encode("latin-1")))
         if content_length is not None:
             hdrs.append((b"Content-Length", b"%d" % content_length))
         elif method in ("PUT", "POST") or expect_continue:

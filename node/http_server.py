@@ -52,7 +52,7 @@ import h11
 import trio
 
 from node.headers import Headers, encode_headers
-from node.log import log_event
+from node.log import log_event, request_id
 
 log = logging.getLogger("peerstack.http")
 
@@ -647,6 +647,7 @@ class HTTPServer:
             conn.h11.next_event()
         status = 500
         response: Response | None = None
+        request_id.set(rid)
         try:
             try:
                 response = await self.handler(request)

@@ -9,8 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
+from contextvars import ContextVar
 from typing import Any
+
+#: the id of the request this task serves; trio copies it into tasks the
+#: handler starts, and the HTTP client sends it on as ``X-Trans-Id``
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -45,24 +51,30 @@ class JSONFormatter(logging.Formatter):
 class _LazyFlush:
     """Flush at most every ``FLUSH_INTERVAL`` seconds, and at once for warnings.
 
-    A flush per line costs about as much as serving a small request; lines
-    of a busy node reach the file within the interval instead, and
-    :func:`logging.shutdown` flushes the rest on exit.
+    A flush per line costs about as much as serving a small request.  Lines
+    reach the file within the interval instead: the first unflushed line
+    arms a timer that flushes, so a node that goes quiet still shows its last
+    lines; :func:`logging.shutdown` flushes the rest on exit.
     """
 
     FLUSH_INTERVAL = 0.5
+    _timer: threading.Timer | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.stream.write(self.format(record) + "\n")  # type: ignore[attr-defined]
-            now = time.monotonic()
-            if record.levelno >= logging.WARNING or now - self._flushed > self.FLUSH_INTERVAL:
-                self.stream.flush()  # type: ignore[attr-defined]
-                self._flushed = now
+            if record.levelno >= logging.WARNING:
+                self.flush()  # type: ignore[attr-defined]
+            elif self._timer is None:
+                self._timer = threading.Timer(self.FLUSH_INTERVAL, self._timed_flush)
+                self._timer.daemon = True
+                self._timer.start()
         except Exception:
             self.handleError(record)  # type: ignore[attr-defined]
 
-    _flushed = 0.0
+    def _timed_flush(self) -> None:
+        self._timer = None
+        self.flush()  # type: ignore[attr-defined]
 
 
 class _FileHandler(_LazyFlush, logging.FileHandler):

@@ -370,3 +370,28 @@ def test_one_node_down_writes_and_reads(cluster, admin):
             r = client.get(f"{node_url}/survive/{name}")
             assert r.status_code == 200 and r.content == data, (i, name)
     assert client.head(f"{url}/during-container").status_code == 204
+
+
+def test_request_id_follows_a_request_to_the_storage_nodes(cluster, admin):
+    url, client = admin
+    client.put(f"{url}/traced")
+    rid = "tx" + os.urandom(10).hex() + "-traced"
+    r = client.put(f"{url}/traced/o", content=b"follow me", headers={"X-Trans-Id": rid})
+    assert r.status_code == 201 and r.headers["X-Trans-Id"] == rid
+
+    def internal_lines():
+        for node in cluster.nodes:
+            for line in node.layout.log_path.read_text().splitlines():
+                doc = json.loads(line)
+                if doc.get("rid") == rid and doc.get("server") == "internal":
+                    yield doc
+
+    def object_puts():
+        return [d for d in internal_lines() if d["method"] == "PUT" and d["path"].endswith("/traced/o")]
+
+    # The proxy answered after a quorum; the last replica (and the log flush) may come later.
+    deadline = time.monotonic() + 10
+    while len(object_puts()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # the three object PUTs (and the container updates they sent), all under the client's id
+    assert len(object_puts()) >= 3, list(internal_lines())
