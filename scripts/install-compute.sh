@@ -7,20 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev
-              pkg-config dnsmasq-base)
-
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing Debian packages: ${missing[*]}"
-    apt-get update -qq
-    # No init system here: keep package scripts from trying to start services.
-    DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >/dev/null
-fi
+source scripts/apt.sh
+apt_install qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev \
+    pkg-config dnsmasq-base
 
 # QEMU runs as root with no relabelling. With /dev/kvm readable by root only,
 # libvirtd running QEMU as libvirt-qemu thinks its capability cache is stale

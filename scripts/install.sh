@@ -4,17 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-dev gcc libffi-dev attr iproute2 procps rclone wrk)
-
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing Debian packages: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+source scripts/apt.sh
+# memcached: Swift's tempauth keeps tokens there (peerstack bench compare);
+# wrk: the load generator of peerstack bench http.
+apt_install python3 python3-venv python3-dev gcc libffi-dev attr iproute2 procps rclone wrk memcached
 
 # Python 3.11 is Debian 12's python3; prefer an explicit python3.11 where several exist.
 PY=$(command -v python3.11 || command -v python3)

@@ -25,6 +25,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "http"): ("tools.bench_http", "HTTP core vs hypercorn: small GET req/s, 256 MiB PUT/GET"),
     ("bench", "ring"): ("tools.bench_ring", "ring builder vs Swift's RingBuilder"),
     ("bench", "swift"): ("tools.bench_swift", "Swift v1 workload against any Swift endpoint"),
+    ("bench", "compare"): ("tools.bench_compare", "peerstack vs OpenStack Swift side by side"),
 }
 
 
