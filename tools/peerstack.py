@@ -26,6 +26,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "ring"): ("tools.bench_ring", "ring builder vs Swift's RingBuilder"),
     ("bench", "swift"): ("tools.bench_swift", "Swift v1 workload against any Swift endpoint"),
     ("bench", "compare"): ("tools.bench_compare", "peerstack vs OpenStack Swift side by side"),
+    ("bench", "replicate"): ("tools.bench_replicate", "MB/s to rebuild a wiped device, against the machine's limits"),
 }
 
 
