@@ -256,6 +256,9 @@ class ObjectResponse:
             return False
         headers = [(k, v) for k, v in self._req_headers if k.lower() != "range"]
         headers.append(("Range", wanted))
+        if self.status == 200:
+            # the rest of a whole-object read: the object server checks the MD5 of it all
+            headers.append(("X-Backend-Verify", "whole"))
         for node in self._nodes:
             opened = await self._cc._open_stream(node, "GET", self._path, headers)
             if opened is None:

@@ -344,10 +344,17 @@ class OpenObject:
         return os.pread(self.fd, length, offset)
 
     def read_ahead(self) -> None:
-        """Read the whole (small) file now, saving the body its own thread hop."""
+        """Read the whole (small) file now, saving the body its own thread hop.
+
+        The bytes are checked against the stored ETag first: a corrupt small
+        object raises :class:`DiskFileError` and is never served.
+        """
         content = os.pread(self.fd, self.size, 0)
         if len(content) != self.size:
             raise DiskFileError(f"short read: {len(content)} of {self.size} bytes")
+        expected = self.metadata.get("ETag")
+        if expected and hashlib.md5(content).hexdigest() != expected:
+            raise DiskFileError(f"MD5 of the data != ETag {expected}")
         self.content = content
 
     def close(self) -> None:

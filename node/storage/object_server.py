@@ -24,6 +24,8 @@ strip the quotes.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import time
@@ -150,31 +152,70 @@ class FileBody:
 
     A class rather than a generator so :meth:`aclose` closes the file even
     if the response is dropped before the first chunk.
+
+    A whole-object read is checked against the stored ETag as it goes, and
+    the last chunk is held back until the MD5 matches: a corrupt file is
+    quarantined (``on_corrupt``) and the response is cut short, so a reader
+    never receives a complete corrupt object -- the proxy sees a broken read
+    and resumes from another replica.  The resumed read (``Range: bytes=N-``
+    with ``X-Backend-Verify: whole``) is checked the same way, hashing the
+    first N bytes before it sends the rest.
     """
 
     def __init__(self, obj: diskfile.OpenObject, ranges: list[tuple[int, int]],
-                 multipart: Multipart | None = None) -> None:
+                 multipart: Multipart | None = None,
+                 on_corrupt: Callable[[str], None] | None = None) -> None:
         self.obj = obj
         self.parts: list[tuple[bytes, int, int]] = []
         for i, (start, stop) in enumerate(ranges):
             self.parts.append((multipart.heads[i] if multipart else b"", start, stop))
         self.tail = multipart.tail if multipart else b""
+        # ``on_corrupt`` asks for the check; it needs the bytes up to the end of
+        # the object, and the ones before a resumed read's start are read first.
+        checkable = on_corrupt is not None and multipart is None and len(ranges) == 1 \
+            and ranges[0][1] == obj.size
+        self._expected = str(obj.metadata.get("ETag") or "") if checkable else ""
+        self._md5 = hashlib.md5() if self._expected else None
+        self._on_corrupt = on_corrupt
         self._gen = self._produce()
+
+    def _hash_prefix(self, stop: int) -> None:
+        assert self._md5 is not None
+        for pos in range(0, stop, READ_CHUNK):
+            self._md5.update(self.obj.pread(pos, min(READ_CHUNK, stop - pos)))
+
+    def _read(self, pos: int, n: int) -> bytes:
+        chunk = self.obj.pread(pos, n)
+        if self._md5 is not None:
+            self._md5.update(chunk)
+        return chunk
 
     async def _produce(self):
         for head, start, stop in self.parts:
             if head:
                 yield head
+            if self._md5 is not None and start:
+                await trio.to_thread.run_sync(self._hash_prefix, start)
             pos = start
             while pos < stop:
                 n = min(READ_CHUNK, stop - pos)
-                chunk = await trio.to_thread.run_sync(self.obj.pread, pos, n)
+                chunk = await trio.to_thread.run_sync(self._read, pos, n)
                 if not chunk:
                     raise DiskFileError("object shrank while being read")
                 pos += len(chunk)
+                if pos >= stop:
+                    await self._verify()
                 yield chunk
         if self.tail:
             yield self.tail
+
+    async def _verify(self) -> None:
+        if self._md5 is None or self._md5.hexdigest() == self._expected:
+            return
+        reason = f"MD5 {self._md5.hexdigest()} != ETag {self._expected}"
+        if self._on_corrupt is not None:
+            await trio.to_thread.run_sync(self._on_corrupt, reason)
+        raise DiskFileError(reason)
 
     def __aiter__(self) -> FileBody:
         return self
@@ -226,6 +267,13 @@ class ObjectServer:
         name_hash = hash_path(self.hash_prefix, self.hash_suffix, sp.account, sp.container, sp.obj)
         return ObjectLocation(device_path, sp.partition, name_hash)
 
+    @staticmethod
+    def _quarantine(loc: ObjectLocation, request: Request, reason: str) -> None:
+        """Blocking: move a corrupt object aside (replication restores a good copy)."""
+        dest = diskfile.quarantine(loc)
+        log_event(log, "storage.quarantined", level=logging.ERROR, rid=request.request_id,
+                  error=reason, moved_to=str(dest))
+
     def _open_current(self, sp: StoragePath, request: Request
                       ) -> tuple[ObjectLocation, ObjectState, diskfile.OpenObject | None]:
         """Blocking: the object's state and, if it exists and is not expired, its open file.
@@ -242,9 +290,7 @@ class ObjectServer:
             except FileNotFoundError:
                 continue  # replaced between listing and opening: look again
             except DiskFileError as exc:
-                dest = diskfile.quarantine(loc)
-                log_event(log, "storage.quarantined", level=logging.ERROR, rid=request.request_id,
-                          error=str(exc), moved_to=str(dest))
+                self._quarantine(loc, request, str(exc))
                 return loc, ObjectState(), None
             if _expired(obj.metadata, request):
                 obj.close()
@@ -361,6 +407,10 @@ class ObjectServer:
             if obj is not None and request.method == "GET" and obj.size <= SMALL_BODY:
                 try:
                     obj.read_ahead()
+                except DiskFileError as exc:
+                    obj.close()
+                    self._quarantine(loc, request, str(exc))
+                    return loc, ObjectState(), None
                 except BaseException:
                     obj.close()
                     raise
@@ -372,13 +422,14 @@ class ObjectServer:
             ts = state.newest
             return text_response(status or 404, "" if status else "Not Found\n", backend_timestamp(ts))
         try:
-            return self._object_response(request, obj, state)
+            return self._object_response(request, obj, state,
+                                         functools.partial(self._quarantine, loc, request))
         except BaseException:
             obj.close()
             raise
 
-    def _object_response(self, request: Request, obj: diskfile.OpenObject,
-                         state: ObjectState) -> Response:
+    def _object_response(self, request: Request, obj: diskfile.OpenObject, state: ObjectState,
+                         on_corrupt: Callable[[str], None]) -> Response:
         meta = obj.metadata
         etag = str(meta.get("ETag", ""))
         shown_ts = Timestamp(meta.get("X-Timestamp", obj.data_timestamp))
@@ -407,20 +458,22 @@ class ObjectServer:
             if len(wanted) == 1:
                 start, stop = wanted[0]
                 headers.append(("Content-Range", f"bytes {start}-{stop - 1}/{size}"))
-                return self._body(request, obj, 206, headers, wanted, None, stop - start)
+                verify = on_corrupt if request.headers.get("x-backend-verify") == "whole" else None
+                return self._body(request, obj, 206, headers, wanted, None, stop - start, verify)
             multipart = Multipart(wanted, size, content_type)
             headers[0] = ("Content-Type", multipart.content_type)
             return self._body(request, obj, 206, headers, wanted, multipart, multipart.content_length)
-        return self._body(request, obj, 200, headers, [(0, size)], None, size)
+        return self._body(request, obj, 200, headers, [(0, size)], None, size, on_corrupt)
 
     def _body(self, request: Request, obj: diskfile.OpenObject, status: int,
               headers: list[tuple[str, str]], ranges: list[tuple[int, int]],
-              multipart: Multipart | None, length: int) -> Response:
+              multipart: Multipart | None, length: int,
+              on_corrupt: Callable[[str], None] | None = None) -> Response:
         headers.append(("Content-Length", str(length)))
         if request.method == "HEAD":
             obj.close()
             return Response(status, headers, b"")
-        body = FileBody(obj, ranges, multipart)
+        body = FileBody(obj, ranges, multipart, on_corrupt)
         whole = body.prefetched()
         return Response(status, headers, body if whole is None else whole, content_length=length)
 

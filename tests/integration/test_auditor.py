@@ -43,3 +43,43 @@ async def test_corrupt_object_is_quarantined_and_a_good_copy_restored(tmp_path):
             assert doc["devices"][primary["device"]]["audit"]["since_start"]["objects_quarantined"] == 1
         finally:
             await h.aclose()
+
+
+async def test_reads_never_return_corrupt_bytes(tmp_path):
+    """Before any auditor pass: the object server checks the MD5 as it reads.
+
+    A small object is checked before it is sent; a large one is cut short
+    before its last chunk, and the cluster client resumes from another
+    replica.  Either way the reader gets the good bytes and the bad copy is
+    quarantined by the read itself.
+    """
+    with replication_cluster(tmp_path, replicator={"interval": 3600.0, "audit_interval": 3600.0}) as cluster:
+        h = Harness(cluster)
+        try:
+            assert (await h.client.put_container(ACCOUNT, "c")).status in (201, 202)
+            bodies = {"small": os.urandom(4096), "large": os.urandom(5 * 1024 * 1024 + 17)}
+            bad: dict[str, tuple] = {}
+            for obj, body in bodies.items():
+                await h.put("c", obj, body)
+                # flip bytes in every primary's copy but the last, so only one good copy is left
+                for hash_dir in h.object_dirs("c", obj)[:-1]:
+                    (name,) = data_files(hash_dir)
+                    with open(hash_dir / name, "r+b") as f:
+                        f.seek(len(body) - 10)
+                        tail = f.read(10)
+                        f.seek(len(body) - 10)
+                        f.write(bytes(b ^ 0xFF for b in tail))
+                    bad.setdefault(obj, []).append((hash_dir, name))
+
+            with trio.fail_after(60):
+                for obj, body in bodies.items():
+                    async with h.client.get_object(ACCOUNT, "c", obj) as resp:
+                        assert resp.status == 200
+                        got = b"".join([bytes(chunk) async for chunk in resp])
+                    assert got == body, obj
+            for obj, copies in bad.items():
+                for hash_dir, name in copies:
+                    device = hash_dir.parents[3]
+                    assert (device / "quarantined" / "objects" / hash_dir.name / name).exists(), obj
+        finally:
+            await h.aclose()
