@@ -17,7 +17,8 @@ Each server's record (a JSON object in the ring, where the proxy wrote it in
 state: ``ACTIVE``, ``SHUTOFF``, ``REBOOT``/``HARD_REBOOT``, ``ERROR`` with a
 ``fault``, as Nova shows them.  A copy lives in ``instances/<id>/
 instance.json`` next to the overlay (``disk``) and the serial console log
-(``console.log``); at start the agent reads these copies back and asks
+(``console.log``) and, with user_data, the config drive (``disk.config``,
+:mod:`compute_agent.config_drive`); at start the agent reads these copies back and asks
 libvirt what each domain is doing, so a restarted agent keeps track of
 servers that kept running without it.  A periodic sync notices guests that
 powered themselves off, domains that vanished, and DHCP addresses.
@@ -42,7 +43,7 @@ from typing import Any
 
 import trio
 
-from compute_agent import disks
+from compute_agent import config_drive, disks
 from compute_agent.domain_xml import DomainSpec, domain_xml
 from compute_agent.hypervisor import ON_STATES, RUNNING, Hypervisor, HypervisorError, virt_type
 from compute_agent.image_cache import ImageCache, ImageFetchError
@@ -424,6 +425,9 @@ class ComputeAgent:
 
     async def _rpc_action(self, request: Request, server_id: str) -> Response:
         inst = self._instance(server_id)
+        if self._nursery is None:
+            # before the task state is set: a refused action must not leave it behind
+            raise Conflict("compute agent is starting")
         doc = json.loads(await request.read_body(MAX_RPC_BODY))
         action = doc.get("action")
         rec = inst.record
@@ -511,7 +515,7 @@ class ComputeAgent:
                 xml = await self._prepare(inst, images)
                 await self.hv.define_and_start(xml)
             except (ImageFetchError, disks.DiskError, HypervisorError, BackendError, OSError,
-                    NetworkSetupError, ValueError, KeyError) as exc:
+                    NetworkSetupError, config_drive.ConfigDriveError, ValueError, KeyError) as exc:
                 self._set_error(inst, str(exc))
                 await self._persist(inst)
                 return
@@ -537,6 +541,9 @@ class ComputeAgent:
         if flavor_disk and flavor_disk < virtual_size:
             raise disks.DiskError("Flavor's disk is too small for requested image.")
         await disks.create_overlay(base, fmt, inst.disk, flavor_disk or None)
+        drive = None
+        if config_drive.wanted(inst.record):
+            drive = await config_drive.make(inst.record, inst.dir / config_drive.FILE_NAME)
         nics = [Nic.from_dict(n) for n in inst.record.get("nics") or []]
         bridges = tuple([(await self.networks.plug(nic), nic.mac) for nic in nics])
         flavor = inst.flavor
@@ -546,6 +553,7 @@ class ComputeAgent:
             console_log=str(inst.console_log), virt_type=self.virt_type,
             kernel=str(kernel) if kernel else None, initrd=str(initrd) if initrd else None,
             cmdline=images.get("cmdline") or None, network=self.network, bridges=bridges,
+            config_drive=str(drive) if drive else None,
             description=f"peerstack server {inst.record.get('name', '')}"))
 
     async def _stop(self, inst: Instance) -> None:

@@ -1,6 +1,9 @@
 """The libvirt domain description of one server.
 
-One disk (the server's qcow2 overlay, virtio), NICs (virtio: a tap on each
+One disk (the server's qcow2 overlay, virtio), the config drive when the
+server has one (:mod:`compute_agent.config_drive`: a read-only virtio disk
+with serial ``config-2``, target ``vdz`` so it never takes the name the
+proxy gives the first volume), NICs (virtio: a tap on each
 of the server's network bridges, :mod:`compute_agent.network`, or for a
 server without networks one NIC on libvirt's ``default`` NAT network), the
 serial console written to a file (``append='on'``, so output survives
@@ -36,6 +39,8 @@ class DomainSpec:
     mac: str | None = None
     #: ``(bridge, mac)`` per port on peerstack networks; when given, ``network`` is not used
     bridges: tuple[tuple[str, str], ...] = ()
+    #: the config drive (an ISO 9660 file), if the server has one
+    config_drive: str | None = None
     #: server metadata worth seeing in ``virsh dumpxml`` (name, project)
     description: str = ""
 
@@ -78,6 +83,13 @@ def domain_xml(spec: DomainSpec) -> str:
     _sub(disk, "driver", name="qemu", type=spec.disk_format)
     _sub(disk, "source", file=spec.disk)
     _sub(disk, "target", dev="vda", bus="virtio")
+    if spec.config_drive:
+        drive = _sub(devices, "disk", type="file", device="disk")
+        _sub(drive, "driver", name="qemu", type="raw")
+        _sub(drive, "source", file=spec.config_drive)
+        _sub(drive, "target", dev="vdz", bus="virtio")
+        _sub(drive, "serial", "config-2")
+        _sub(drive, "readonly")
     for bridge, mac in spec.bridges:
         nic = _sub(devices, "interface", type="bridge")
         _sub(nic, "source", bridge=bridge)

@@ -91,7 +91,8 @@ def server_view(record: dict[str, Any], identity: Identity, detail: bool = True)
         "OS-EXT-STS:task_state": record.get("task_state"),
         "OS-EXT-STS:power_state": record.get("power_state", 0),
         "OS-EXT-AZ:availability_zone": "nova", "key_name": record.get("key_name"),
-        "config_drive": "", "OS-SRV-USG:launched_at": record.get("launched_at"),
+        "config_drive": "True" if record.get("config_drive") else "",
+        "OS-SRV-USG:launched_at": record.get("launched_at"),
         "OS-SRV-USG:terminated_at": None, "security_groups": [{"name": "default"}],
         "os-extended-volumes:volumes_attached": [],
     }
@@ -272,6 +273,9 @@ class ComputeAPI:
                 base64.b64decode(user_data, validate=True)
             except (ValueError, binascii.Error):
                 raise APIError(400, "User data needs to be valid base 64.") from None
+        drive = doc.get("config_drive", False)
+        if not isinstance(drive, bool):
+            raise APIError(400, "Invalid input for field/attribute config_drive.")
         key_name = doc.get("key_name")
         if key_name is not None and await self.keypairs.get(identity, str(key_name)) is None:
             raise APIError(400, f"Invalid key_name provided.")
@@ -290,7 +294,8 @@ class ComputeAPI:
             "id": server_id, "name": name, "nics": nics, "project_id": identity.project_id,
             "user_id": identity.user_id, "status": "BUILD", "vm_state": "building",
             "task_state": "scheduling", "power_state": 0, "image_id": image["id"], "flavor": flavor,
-            "metadata": metadata, "key_name": key_name, "user_data": user_data, "networks": networks,
+            "metadata": metadata, "key_name": key_name, "user_data": user_data,
+            "config_drive": drive or user_data is not None, "networks": networks,
             "created": now, "updated": now, "addresses": {}, "fault": None}
         await self.servers.put(record["id"], record)
         chosen = await self._place(record, images)

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 source scripts/apt.sh
 apt_install qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev \
-    pkg-config dnsmasq-base
+    pkg-config dnsmasq-base genisoimage
 
 # QEMU runs as root with no relabelling. With /dev/kvm readable by root only,
 # libvirtd running QEMU as libvirt-qemu thinks its capability cache is stale

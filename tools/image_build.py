@@ -4,7 +4,9 @@ The guest is what the compute tests (and a curious operator) boot: Debian's
 ``linux-image-cloud-amd64`` kernel and a ``busybox-static`` initramfs whose
 ``/init`` loads the virtio modules, prints :data:`MARKER` on the serial
 console, reads the label and a boot counter from its disk (``/dev/vda``),
-counts this boot there, asks for a DHCP lease and prints the address, then
+counts this boot there, prints :data:`USER_DATA_MARKER` and the first line
+of the server's user_data when a config drive (a virtio disk with serial
+``config-2``, :mod:`compute_agent.config_drive`) is attached, asks for a DHCP lease and prints the address, then
 powers off when ACPI's power button is pressed (busybox ``acpid``), so a
 graceful stop is quick.
 
@@ -47,12 +49,13 @@ IP_MARKER = "peerstack-guest-ip:"
 DISK_MARKER = "peerstack-disk:"
 VOLUME_MARKER = "peerstack-volume:"
 PING_MARKER = "peerstack-ping:"
+USER_DATA_MARKER = "peerstack-user-data:"
 #: bump when the guest changes, so cached builds are remade
-BUILD_VERSION = 5
+BUILD_VERSION = 6
 DISK_SIZE = 4 << 20
 #: what /init loads, in this order after their dependencies; the power button
 #: first, so its event device exists by the time acpid looks for it
-MODULES = ("button", "evdev", "virtio_pci", "virtio_blk", "virtio_net")
+MODULES = ("button", "evdev", "virtio_pci", "virtio_blk", "virtio_net", "isofs")
 
 INIT = f"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -72,6 +75,13 @@ if [ -b /dev/vda ]; then
     sync
     echo "{DISK_MARKER} $label boots=$boots"
 fi
+for d in vdb vdc vdd vde; do
+    [ "$(cat /sys/block/$d/serial 2>/dev/null)" = config-2 ] || continue
+    mkdir -p /mnt/config
+    mount -t iso9660 -o ro /dev/$d /mnt/config || continue
+    ud=/mnt/config/openstack/latest/user_data
+    [ -f $ud ] && echo "{USER_DATA_MARKER} $(head -n 1 $ud | tr -d '\r')"
+done
 mkdir -p /etc/acpi/PWRF /var/log /var/run
 printf '#!/bin/sh\\nsync\\npoweroff -f\\n' > /etc/acpi/PWRF/00000080
 chmod +x /etc/acpi/PWRF/00000080
@@ -82,6 +92,7 @@ watch_volumes() {{
         now=""
         for d in vdb vdc vdd vde; do
             [ -b /dev/$d ] || continue
+            [ "$(cat /sys/block/$d/serial 2>/dev/null)" = config-2 ] && continue
             now="$now $d"
             case "$seen " in *" $d "*) continue ;; esac
             label=$(dd if=/dev/$d bs=512 count=1 2>/dev/null | head -n 1 | tr -dc 'A-Za-z0-9._:-')
