@@ -11,7 +11,7 @@ import trio
 
 from tools.image_build import DISK_MARKER, IP_MARKER, MARKER
 
-from tests.compute.conftest import Cloud, agent_cluster
+from tests.compute.conftest import Cloud
 
 pytestmark = pytest.mark.usefixtures("libvirt_ready")
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -160,22 +160,24 @@ async def test_refusals(cloud, guest_image, tmp_path):
     await cloud.wait_gone(server_id)
 
 
-async def test_image_survives_the_node_that_took_it(guest_image, tmp_path):
+async def test_image_survives_the_node_that_took_it(guest_image, cluster):
     """The image lives in the ring: with the uploading node stopped, a server still boots from it."""
-    with agent_cluster(tmp_path / "cluster") as cluster:
-        first = await trio.to_thread.run_sync(Cloud, cluster, 0)
-        try:
-            image = await first.upload_guest(guest_image, "ring-image")
-        finally:
-            await first.aclose()
-        await trio.to_thread.run_sync(cluster.nodes[0].stop)
-        other = await trio.to_thread.run_sync(Cloud, cluster, 1)
-        try:
-            server_id = await other.create_server("from-ring", image["id"], flavor="0")
-            server = await other.wait_status(server_id, "ACTIVE")
-            assert server["OS-EXT-SRV-ATTR:host"] != "node1"
-            await other.wait_console(server_id, MARKER)
-            assert (await other.client.delete(f"/v2.1/servers/{server_id}")).status_code == 204
-            await other.wait_gone(server_id)
-        finally:
-            await other.aclose()
+    first = await trio.to_thread.run_sync(Cloud, cluster, 0)
+    try:
+        image = await first.upload_guest(guest_image, "ring-image")
+    finally:
+        await first.aclose()
+    stopped = cluster.nodes[0]
+    other = await trio.to_thread.run_sync(Cloud, cluster, 1)
+    try:
+        await trio.to_thread.run_sync(stopped.stop)
+        server_id = await other.create_server("from-ring", image["id"], flavor="0")
+        server = await other.wait_status(server_id, "ACTIVE")
+        assert server["OS-EXT-SRV-ATTR:host"] != stopped.layout.name
+        await other.wait_console(server_id, MARKER)
+        assert (await other.client.delete(f"/v2.1/servers/{server_id}")).status_code == 204
+        await other.wait_gone(server_id)
+    finally:
+        await other.aclose()
+        # the cluster is shared by the session: bring the node back (start waits until healthy)
+        await trio.to_thread.run_sync(stopped.start)
