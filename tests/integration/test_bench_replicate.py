@@ -28,8 +28,8 @@ def test_a_wiped_device_is_rebuilt_and_reported(tmp_path):
     size, object_size = 48 * 64 * KiB + 1000, 64 * KiB  # the last object is short
     done = subprocess.run(
         [sys.executable, "-m", "tools.peerstack", "bench", "replicate", "--dir", str(tmp_path / "b"),
-         "--size", str(size), "--object-size", str(object_size), "--timeout", "40", "--json"],
-        cwd=REPO, capture_output=True, text=True, timeout=60)
+         "--size", str(size), "--object-size", str(object_size), "--timeout", "150", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "written 49/49 objects" in done.stderr  # progress
     doc = json.loads(done.stdout.strip().splitlines()[-1])
