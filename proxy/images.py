@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -274,7 +275,10 @@ class ImagesAPI:
         doc: dict[str, Any] = {"images": [public_view(r) for r in page], "schema": "/v2/schemas/images",
                                "first": "/v2/images"}
         if len(records) > limit_n and page:
-            doc["next"] = f"/v2/images?marker={page[-1]['id']}&limit={limit_n}"
+            # the next page keeps the filters and sort of this one, as Glance's does
+            kept = {k: v for k, v in q.items() if k not in ("marker", "limit")}
+            doc["next"] = "/v2/images?" + urllib.parse.urlencode(
+                {**kept, "marker": page[-1]["id"], "limit": limit_n})
         return json_response(200, doc)
 
     @staticmethod
