@@ -66,9 +66,9 @@ SMALL_GET = 64 * 1024
 #: what :meth:`ClusterClient._read_small_body` returns for a backend that broke
 _BROKEN = object()
 #: object bodies go to the backends in pieces of about this size ...
-SEND_CHUNK = 2 << 20
+SEND_CHUNK = 1 << 20
 #: ... with up to this many pieces queued per backend
-SEND_QUEUE = 3
+SEND_QUEUE = 4
 
 
 def make_timestamp(t: float | None = None) -> str:

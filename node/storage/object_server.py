@@ -2,7 +2,7 @@
 
 Verbs on ``/<device>/<part>/<account>/<container>/<object>``:
 
-* ``PUT`` -- stream the body to ``tmp/`` in ~2 MiB batches (each batch
+* ``PUT`` -- stream the body to ``tmp/`` in ~1 MiB batches (each batch
   written and hashed in worker threads while the next one is received),
   check ``Content-Length`` and the ``ETag`` header (422 on mismatch), then
   install it durably as ``<X-Timestamp>.data`` and tell the container
@@ -55,7 +55,7 @@ log = logging.getLogger("peerstack.storage")
 #: Swift's MAX_FILE_SIZE: 5 GiB plus the 2 bytes its tests use
 MAX_FILE_SIZE = 5 * (1 << 30) + 2
 #: how much request body to gather before one thread hop writes it
-WRITE_BATCH = 2 << 20
+WRITE_BATCH = 1 << 20
 READ_CHUNK = 1 << 20
 #: bodies up to this size are written, or read, in the same thread hop as
 #: the rest of the request's disk work: one hop instead of three or four
@@ -116,7 +116,7 @@ def _put_keeps(name: str) -> bool:
 
 
 async def _receive_into(request: Request, writer: ObjectWriter) -> None:
-    """Stream the request body into ``writer``, ~2 MiB per worker-thread hop.
+    """Stream the request body into ``writer``, ~1 MiB per worker-thread hop.
 
     Network, disk and md5 overlap: while one batch is written in one
     thread and hashed in another (both release the GIL; done one after the
