@@ -42,12 +42,14 @@ _LAST = "\U0010ffff"
 
 
 class _Slot:
-    __slots__ = ("conn", "lock", "evicted")
+    __slots__ = ("conn", "lock", "evicted", "inode")
 
     def __init__(self) -> None:
         self.conn: sqlite3.Connection | None = None
         self.lock = threading.Lock()
         self.evicted = False
+        #: (st_dev, st_ino) of the file the connection has open
+        self.inode: tuple[int, int] | None = None
 
     def close(self) -> None:
         if self.conn is not None:
@@ -80,8 +82,21 @@ class ConnectionPool:
                 self._evict(self._slots.popitem(last=False)[1])
         with slot.lock:
             try:
+                # The replicator may have removed this database (a reverted
+                # handoff) or the auditor quarantined it since the connection
+                # was opened: writing through the old descriptor would land in
+                # a file nobody reads again.
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    slot.close()
+                    raise
+                inode = (st.st_dev, st.st_ino)
+                if slot.conn is not None and slot.inode != inode:
+                    slot.close()
                 if slot.conn is None:
                     slot.conn = _open(path)
+                    slot.inode = inode
                 yield slot.conn
             finally:
                 if slot.evicted:

@@ -1,12 +1,14 @@
-"""Pure pieces of the storage servers: timestamps, paths, ranges, preconditions, file choice."""
+"""Small pieces of the storage servers: timestamps, paths, ranges, preconditions, file choice, DB pool."""
 
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 
 import pytest
 
 from node.storage.conditional import evaluate_preconditions, parse_range, satisfiable_ranges
+from node.storage.db import ConnectionPool
 from node.storage.diskfile import gather
 from node.storage.paths import BadPath, hash_path, parse_replicate_path, parse_storage_path
 from node.storage.timestamp import Timestamp
@@ -84,3 +86,28 @@ def test_gather_picks_newest_and_obsoletes() -> None:
     # the .meta is moot after a delete; a sidecar newer than everything may be in flight
     assert sorted(st.obsolete) == sorted([f"{t[1]}.data", f"{t[3]}.meta"])
     assert gather([]).newest is None
+
+
+def test_connection_pool_follows_the_file_not_the_descriptor(tmp_path):
+    """A database the replicator removed or replaced is never written through a stale connection."""
+    def make(path, value):
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE t (v TEXT)")
+        conn.execute("INSERT INTO t VALUES (?)", (value,))
+        conn.commit()
+        conn.close()
+
+    path = tmp_path / "c.db"
+    make(path, "old")
+    pool = ConnectionPool()
+    with pool.connection(path) as conn:
+        assert conn.execute("SELECT v FROM t").fetchall() == [("old",)]
+    make(tmp_path / "new.db", "new")
+    (tmp_path / "new.db").replace(path)  # e.g. a whole-database copy from a peer
+    with pool.connection(path) as conn:
+        assert conn.execute("SELECT v FROM t").fetchall() == [("new",)]
+    path.unlink()  # e.g. a reverted handoff
+    with pytest.raises(FileNotFoundError):
+        with pool.connection(path):
+            pass
+    pool.close_all()
