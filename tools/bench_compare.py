@@ -669,23 +669,36 @@ def compare(args: argparse.Namespace) -> dict:
     return doc
 
 
+def run_and_report(bench: Callable[[argparse.Namespace], dict], args: argparse.Namespace,
+                   render_doc: Callable[[dict], str]) -> tuple[int, dict | None]:
+    """Run a bench that stops what it started on exit; print its table and, with
+    ``--json``, one JSON object as the last line.  SIGTERM counts as Ctrl-C.
+
+    Returns the exit code (0, 1 failed, 130 interrupted) and the document.
+    """
+    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    try:
+        doc = bench(args)
+    except KeyboardInterrupt:
+        progress("interrupted; everything started was stopped")
+        return 130, None
+    except RuntimeError as exc:
+        progress(f"failed: {exc}")
+        return 1, None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(render_doc(doc))
+    if args.json:
+        print(json.dumps(doc))
+    return 0, doc
+
+
 def run(args: argparse.Namespace) -> int:
     if args.quick:
         _apply_quick(args)
-    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    try:
-        doc = compare(args)
-    except KeyboardInterrupt:
-        progress("interrupted; everything started was stopped")
-        return 130
-    except RuntimeError as exc:
-        progress(f"failed: {exc}")
-        return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    print(render(doc))
-    if args.json:
-        print(json.dumps(doc))
+    code, doc = run_and_report(compare, args, render)
+    if doc is None:
+        return code
     errors = sum((_get(doc[side] or {}, (k, "errors")) or 0)
                  for side in ("peerstack",) for k in ("put_4k", "get_4k", "head_4k", "delete_4k"))
     return 1 if errors else 0

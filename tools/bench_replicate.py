@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import shutil
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -45,7 +43,7 @@ from node.http_client import HTTPClient, Timeouts
 from node.signing import RequestSigner
 from node.storage.paths import hash_path
 from ring.lookup import Ring
-from tools.bench_compare import machine, measure_limits, progress
+from tools.bench_compare import machine, measure_limits, progress, run_and_report
 from tools.bench_swift import parse_size
 from tools.demo import ClusterLayout, NodeLayout, NodeProcess, free_port, layout_cluster
 
@@ -258,26 +256,8 @@ def render(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def _raise_on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     if args.size <= 0 or args.object_size <= 0 or args.concurrency <= 0:
         progress("--size, --object-size and --concurrency must be positive")
         return 2
-    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    try:
-        doc = bench(args)
-    except KeyboardInterrupt:
-        progress("interrupted; every node started was stopped")
-        return 130
-    except RuntimeError as exc:
-        progress(f"failed: {exc}")
-        return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    print(render(doc))
-    if args.json:
-        print(json.dumps(doc))
-    return 0
+    return run_and_report(bench, args, render)[0]
