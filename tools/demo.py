@@ -257,6 +257,9 @@ def write_openrc(layout: ClusterLayout) -> Path:
     lines = ["# peerstack: source this file; then openstack, swift, aws, s3cmd and rclone",
              "# (remote 'peerstack:') talk to this cluster with no other flags."]
     lines += [f"export {name}={shlex.quote(value)}" for name, value in exports.items()]
+    # The endpoints are plain HTTP, so a CA bundle has nothing to verify -- and rclone's S3
+    # SDK refuses to start with one set ("LoadCustomCABundleError").
+    lines.append("unset AWS_CA_BUNDLE")
     path = layout.root / "openrc"
     path.write_text("\n".join(lines) + "\n")
     os.chmod(path, 0o600)

@@ -29,6 +29,8 @@ def openrc(tmp_path_factory):
 
 def shell(openrc: Path, script: str, tmp_path: Path) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OS_", "ST_", "RCLONE_"))}
+    # a CA bundle some machines set globally must not break the clients (openrc unsets it)
+    env["AWS_CA_BUNDLE"] = "/etc/ssl/certs/ca-certificates.crt"
     env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
     env["HOME"] = str(tmp_path)  # no ~/.s3cfg, ~/.aws or rclone.conf to lean on
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", f"source {openrc}\n{script}"],
