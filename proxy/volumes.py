@@ -190,8 +190,11 @@ class VolumesAPI:
                 raise APIError(403, f"Project {parts[0]} is not the project of your token.")
             parts = parts[1:]
         if not parts:
+            # keystoneauth's discovery skips a version without a link to itself
+            base = f"http://{request.headers.get('host', '')}/volume/v3/"
             return json_response(200, {"version": {"id": "v3.0", "status": "CURRENT", "version": "3.0",
-                                                   "min_version": "3.0", "links": []}})
+                                                   "min_version": "3.0",
+                                                   "links": [{"rel": "self", "href": base}]}})
         method = request.method
         body = await read_json(request) if method in ("POST", "PUT") else None
         kind, rest = parts[0], parts[1:]

@@ -63,3 +63,13 @@ def test_openstack_client(openrc, tmp_path):
     out = shell(openrc, "openstack token issue -f value -c project_id && openstack catalog list -f value",
                 tmp_path)
     assert "object-store" in out and "identity" in out
+    # Every API is found through the catalog and its version discovery.
+    out = shell(openrc, """
+        openstack volume create --size 1 rc-vol -f value -c name
+        openstack volume list -f value -c Name
+        openstack image list -f value
+        openstack server list -f value
+        openstack network list -f value
+        openstack flavor list -f value -c Name
+    """, tmp_path)
+    assert out.splitlines()[:2] == ["rc-vol", "rc-vol"] and "m1.tiny" in out
