@@ -188,6 +188,22 @@ class DatabaseBroker:
         with self.pool.connection(self.db_file) as conn:
             yield conn
 
+    def install(self, tmp: str | Path) -> bool:
+        """Durably make the finished database file ``tmp`` this broker's database.
+
+        A hard link, not a rename: if another writer installed one first, that
+        one stays and this returns False (the caller still removes ``tmp``).
+        """
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        makedirs_durable(self.db_dir, self.device_path)
+        try:
+            os.link(tmp, self.db_file)
+        except FileExistsError:
+            return False
+        fsync_dir(self.db_dir)
+        return True
+
     def create(self, account: str, container: str | None, put_timestamp: Timestamp) -> bool:
         """Create the database durably; False if it already existed."""
         if self.exists():
@@ -208,15 +224,7 @@ class DatabaseBroker:
                      str(uuid.uuid4())))
             finally:
                 conn.close()
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            makedirs_durable(self.db_dir, self.device_path)
-            try:
-                os.link(tmp, self.db_file)
-            except FileExistsError:
-                return False
-            fsync_dir(self.db_dir)
-            return True
+            return self.install(tmp)
         finally:
             unlink_quietly(tmp)
 

@@ -30,7 +30,6 @@ Everything here blocks; callers use worker threads.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import uuid
 from pathlib import Path
@@ -39,7 +38,6 @@ from typing import Any
 from node.storage.account_db import AccountBroker
 from node.storage.container_db import ContainerBroker
 from node.storage.db import ConnectionPool, DatabaseBroker, transaction
-from node.storage.fsutil import fsync_dir, makedirs_durable
 from node.storage.paths import hash_path
 from node.storage.replication_objects import ReplicationError
 from node.storage.timestamp import Timestamp
@@ -212,16 +210,9 @@ def receive_copy(broker: DatabaseBroker, tmp: Path, sender_id: str, max_row: int
             _raise_point(conn, sender_id, max_row)
         finally:
             conn.close()
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        makedirs_durable(broker.db_dir, broker.device_path)
-        try:
-            os.link(tmp, broker.db_file)
-        except FileExistsError:
-            pass  # created meanwhile: merge into it below
-        else:
-            fsync_dir(broker.db_dir)
+        if broker.install(tmp):
             return "installed"
+        # created meanwhile: merge into it below
     pool = ConnectionPool(size=1)
     copy = BROKERS[broker.kind](pool, broker.device_path, 0, broker.hash)
     copy.db_file = tmp  # read the copy through the same broker code as the original
