@@ -172,7 +172,7 @@ class ComputeAgent:
                  reserved_ram_mb: int = 512, shutdown_timeout: float = 30.0,
                  sync_interval: float = 5.0, network: str = "default") -> None:
         self.node = node
-        self.cc = ClusterClient(node.config, node.cluster, node.client)
+        self.cc = ClusterClient(node.config, node.cluster, node.client, health=node.health)
         self.root = root or node.config.resolve(node.config.storage.root) / "compute"
         self.images = ImageCache(self.root / "_base", self.cc)
         self.hv = hypervisor or Hypervisor()

@@ -125,11 +125,21 @@ def _synthetic(status: int, headers: Iterable[tuple[str, str]] = (), body: bytes
 
 
 def _timestamp_of(headers: Headers) -> Timestamp:
-    """The version a backend answered for (``0`` when it did not say)."""
+    """The version a backend answered for (``0`` when it did not say).
+
+    An object's is its ``X-Backend-Timestamp``.  A database's is the newer of
+    its PUT and DELETE timestamps: its ``X-Backend-Timestamp`` is when the file
+    was created, which says nothing about whether a deletion came later (a
+    handoff copy made before the DELETE must not outrank the tombstones).
+    """
     try:
-        return Timestamp(headers.get("x-backend-timestamp") or headers.get("x-timestamp") or 0)
+        return max(Timestamp(headers.get(name) or 0) for name in _VERSION_HEADERS)
     except ValueError:
         return Timestamp(0)
+
+
+_VERSION_HEADERS = ("x-backend-timestamp", "x-timestamp", "x-backend-put-timestamp",
+                    "x-backend-delete-timestamp")
 
 
 class _NodeIter:

@@ -56,6 +56,18 @@ class ErrorLimiter:
         self._suppressed_until.pop(key, None)
         self._errors.pop(key, None)
 
+    def peer_alive(self, ip: str, port: int) -> None:
+        """Membership heard from the node at ``ip:port``: its devices are worth asking again.
+
+        Without this a node that was still starting when first asked (connection
+        refused) would be skipped for ``suppress`` seconds although it is up,
+        and writes meant for it would land on handoffs.
+        """
+        prefix = f"{ip}:{port}/"
+        for key in [k for k in self._suppressed_until if k.startswith(prefix)]:
+            del self._suppressed_until[key]
+            self._errors.pop(key, None)
+
     def is_limited(self, dev: dict) -> bool:
         key = device_key(dev)
         until = self._suppressed_until.get(key)

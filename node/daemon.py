@@ -22,6 +22,7 @@ import signal
 from typing import TYPE_CHECKING
 import trio
 
+from node.cluster_health import ErrorLimiter
 from node.config import ClusterConfig, NodeConfig
 from node.http_client import HTTPClient
 from node.http_server import Handler, HTTPServer, Request, Response, text_response
@@ -45,6 +46,10 @@ class Node:
         self.cluster = cluster
         self.secret = cluster.secret_bytes
         self.client = HTTPClient(signer=RequestSigner(self.secret))
+        #: one error limiter for every cluster client in this process, so a
+        #: device found dead by one service is skipped by all, and membership
+        #: can lift the suppression the moment the peer is heard again
+        self.health = ErrorLimiter()
         self.verifier = SignatureVerifier(self.secret)
         #: first path segment -> handler, for the internal port
         self.internal_routes: dict[str, Handler] = {"healthcheck": healthcheck}

@@ -215,6 +215,7 @@ class MembershipService:
         if self.table.heard(info):
             log_event(log, "membership.alive", peer=info.node_id,
                       address=f"{info.host}:{info.internal_port}")
+            self.node.health.peer_alive(info.host, info.internal_port)
         self._learn(info.address)
         if isinstance(peers, list):
             for peer in peers[:1024]:

@@ -22,7 +22,7 @@ from proxy.users import UserStore
 
 
 def build_swift_api(node: Node) -> SwiftAPI:
-    cc = ClusterClient(node.config, node.cluster, node.client)
+    cc = ClusterClient(node.config, node.cluster, node.client, health=node.health)
     identity = IdentityService(cc, node.cluster)
     return SwiftAPI(cc, SwiftAuth(node.cluster, UserStore(cc, node.cluster), identity))
 

@@ -71,4 +71,4 @@ class Context:
     @cached_property
     def cluster(self) -> ClusterClient:
         return ClusterClient(self.node.config, self.node.cluster, self.node.client,
-                             timeouts=self.timeouts, rings=self.rings)
+                             timeouts=self.timeouts, rings=self.rings, health=self.node.health)

@@ -104,6 +104,33 @@ async def test_handoffs_and_error_limiting_with_a_node_down(cluster):
     await http.aclose()
 
 
+async def test_deleted_container_outranks_an_older_handoff_copy(cluster):
+    """A container created while a primary was down lives on a handoff too; deleting it
+    (quorum of primaries) must make reads say 404, though the handoff copy is still live."""
+    cc, http = make_client(cluster)
+    part, primaries = cc.rings.container.get_nodes("AUTH_cc", "moved")
+    victim = node_of(cluster, primaries[0])
+    victim.stop()
+    try:
+        with trio.fail_after(60):
+            assert (await cc.put_container("AUTH_cc", "moved")).status == 201
+    finally:
+        victim.start()
+    with trio.fail_after(60):
+        fresh, http2 = make_client(cluster)
+        assert (await fresh.delete_container("AUTH_cc", "moved")).status == 204
+        live_handoffs = []
+        for node in cc.rings.container.get_more_nodes(part):
+            resp = await fresh._request(node, "HEAD", f"/{part}/AUTH_cc/moved", [])
+            if resp is not None and resp.status == 204:
+                live_handoffs.append(node)
+        assert live_handoffs, "the container should still be live on the handoff it was written to"
+        assert (await fresh.head_container("AUTH_cc", "moved")).status == 404
+        assert (await fresh.get_container("AUTH_cc", "moved")).status == 404
+        await http2.aclose()
+    await http.aclose()
+
+
 async def test_get_resumes_on_another_node_when_the_server_dies(cluster, caplog):
     caplog.set_level(logging.INFO, logger="peerstack.cluster")
     cc, http = make_client(cluster)

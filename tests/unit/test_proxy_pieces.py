@@ -54,6 +54,11 @@ def test_error_limiter_suppresses_then_forgives():
     assert limiter.is_limited(dev)
     limiter.success(dev)
     assert not limiter.is_limited(dev)
+    other = {"ip": "127.0.0.2", "port": 6200, "device": "d1"}
+    limiter.fatal(dev)
+    limiter.fatal(other)
+    limiter.peer_alive("127.0.0.1", 6200)  # membership heard that node again
+    assert not limiter.is_limited(dev) and limiter.is_limited(other)
 
 
 def test_tokens_roundtrip_expire_and_resist_tampering():
