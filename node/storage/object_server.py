@@ -49,6 +49,7 @@ from node.storage.metadata import MetadataError, check_metadata, header_case
 from node.storage.paths import StoragePath, hash_path, parse_replicate_path
 from node.storage.timestamp import Timestamp
 from node.storage.updates import Target, UpdateSender, parse_targets
+from node.thread_job import ThreadJob
 
 log = logging.getLogger("peerstack.storage")
 
@@ -178,6 +179,7 @@ class FileBody:
         self._expected = str(obj.metadata.get("ETag") or "") if checkable else ""
         self._md5 = hashlib.md5() if self._expected else None
         self._on_corrupt = on_corrupt
+        self._ahead: ThreadJob[bytes] | None = None
         self._gen = self._produce()
 
     def _hash_prefix(self, stop: int) -> None:
@@ -197,14 +199,20 @@ class FileBody:
                 yield head
             if self._md5 is not None and start:
                 await trio.to_thread.run_sync(self._hash_prefix, start)
+            # One read ahead: chunk N+1 is read (and hashed) in a worker thread
+            # while chunk N is being sent, so disk, MD5 and network overlap.
             pos = start
-            while pos < stop:
-                n = min(READ_CHUNK, stop - pos)
-                chunk = await trio.to_thread.run_sync(self._read, pos, n)
+            if pos < stop:
+                self._ahead = ThreadJob(self._read, pos, min(READ_CHUNK, stop - pos))
+            while self._ahead is not None:
+                chunk = await self._ahead.result()
+                self._ahead = None
                 if not chunk:
                     raise DiskFileError("object shrank while being read")
                 pos += len(chunk)
-                if pos >= stop:
+                if pos < stop:
+                    self._ahead = ThreadJob(self._read, pos, min(READ_CHUNK, stop - pos))
+                else:
                     await self._verify()
                 yield chunk
         if self.tail:
@@ -238,6 +246,8 @@ class FileBody:
 
     async def aclose(self) -> None:
         await self._gen.aclose()
+        if self._ahead is not None:
+            await self._ahead.wait()  # it reads from the descriptor about to close
         self.obj.close()
 
 
