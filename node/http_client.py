@@ -34,7 +34,8 @@ import h11
 import trio
 
 from node.headers import Headers, encode_headers
-from node.http_server import READ_SIZE, SMALL_RESPONSE, SocketIO, tune_tcp
+from node.http_server import (DIRECT_BODY, READ_SIZE, SMALL_RESPONSE, SocketIO, direct_reader,
+                              receive_past_h11, tune_tcp)
 from node.log import request_id
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "REPLICATE"})
@@ -126,6 +127,21 @@ class _PooledConnection:
             else:
                 h.receive_data(b"")
 
+    async def receive_direct(self, reader: object, timeout: float) -> bytearray:
+        """The next piece of a big response body, read past h11 (see :func:`direct_reader`)."""
+        async def receive_into(view: memoryview) -> int:
+            try:
+                n = await self.io.receive_into(view, timeout)
+            except (OSError, TimeoutError) as exc:
+                raise self._error("receive from", exc) from exc
+            self.answered = True
+            return n
+
+        try:
+            return await receive_past_h11(reader, receive_into)
+        except EOFError as exc:
+            raise self._error("receive from", exc) from exc
+
     def looks_alive(self) -> bool:
         """Cheap check before reuse: has the peer closed (or sent junk)?"""
         try:
@@ -203,6 +219,8 @@ class Exchange:
         self.response: ClientResponse | None = None
         self._response_done = False
         self._refused = False
+        #: h11's body reader when a big response body is read past h11
+        self._direct: object | None = None
 
     @property
     def reused(self) -> bool:
@@ -299,13 +317,20 @@ class Exchange:
         if type(event) is not h11.Response:
             raise BackendError(f"expected a response, got {type(event).__name__}")
         self.response = ClientResponse(event.status_code, Headers(event.headers.raw_items()), self)
+        length = self.response.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) >= DIRECT_BODY:
+            self._direct = direct_reader(self._conn.h11)
         return self.response
 
     async def _next_body_chunk(self) -> bytes | None:
         """The next piece of the response body, ``None`` at its end."""
         if self._response_done:
             return None
-        event = await self._conn.next_event(self._timeouts.node)
+        conn = self._conn
+        direct = self._direct
+        if direct is not None and direct._remaining and not conn.h11._receive_buffer:  # type: ignore[attr-defined]
+            return await conn.receive_direct(direct, self._timeouts.node)
+        event = await conn.next_event(self._timeouts.node)
         if type(event) is h11.Data:
             return event.data
         if type(event) is h11.EndOfMessage:

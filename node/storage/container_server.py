@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -33,8 +34,8 @@ from node.storage.db import DatabaseBroker
 from node.storage.db_server import DBServer, targets_json
 from node.storage.devices import DeviceUnavailable
 from node.storage.group_commit import GroupCommit
-from node.storage.httputil import HTTPError, require_timestamp
-from node.storage.paths import StoragePath
+from node.storage.httputil import HTTPError, parse_timestamp
+from node.storage.paths import StoragePath, check_object_name
 from node.storage.timestamp import Timestamp
 from node.storage.updates import Target, parse_targets
 
@@ -42,6 +43,29 @@ log = logging.getLogger("peerstack.storage")
 
 #: seconds between reports of object-count changes to the account servers
 REPORT_INTERVAL = 1.0
+
+
+#: the largest ``UPDATE`` body taken (a few thousand rows)
+MAX_ROW_BATCH_BYTES = 4 << 20
+
+
+def _object_row(obj: str, header: Callable[[str], str | None], deleted: bool) -> dict[str, Any]:
+    """A listing row from a row update's headers (``header`` looks one up); 400 if bad."""
+    ts = parse_timestamp(header("x-timestamp"))
+    size = 0
+    content_type = etag = ""
+    if not deleted:
+        try:
+            size = int(header("x-size") or "")
+        except ValueError:
+            raise HTTPError(400, "Missing or bad X-Size") from None
+        if size < 0:
+            raise HTTPError(400, "Missing or bad X-Size")
+        content_type = header("x-content-type") or ""
+        etag = header("x-etag") or ""
+        if not content_type or not etag:
+            raise HTTPError(400, "Missing X-Content-Type or X-Etag")
+    return ContainerBroker.object_row(obj, ts.internal, size, content_type, etag, deleted)
 
 
 class ContainerServer(DBServer):
@@ -128,35 +152,49 @@ class ContainerServer(DBServer):
         return await self._row(request, sp, deleted=True)
 
     async def _row(self, request: Request, sp: StoragePath, deleted: bool) -> Response:
-        ts = require_timestamp(request)
-        headers = request.headers
-        size = 0
-        content_type = etag = ""
-        if not deleted:
-            try:
-                size = int(headers.get("x-size") or "")
-            except ValueError:
-                raise HTTPError(400, "Missing or bad X-Size") from None
-            if size < 0:
-                raise HTTPError(400, "Missing or bad X-Size")
-            content_type = headers.get("x-content-type") or ""
-            etag = headers.get("x-etag") or ""
-            if not content_type or not etag:
-                raise HTTPError(400, "Missing X-Content-Type or X-Etag")
         assert sp.obj is not None
-        row = ContainerBroker.object_row(sp.obj, ts.internal, size, content_type, etag, deleted)
-
-        def commit(rows: list[dict[str, Any]]) -> None:
-            self.broker_for_row(sp).merge_rows(rows)
-
-        # Concurrent rows for this container share one transaction (and fsync).
-        await self.row_commits.submit((sp.device, sp.partition, sp.account, sp.container),
-                                      row, commit)
-        self._dirty[(sp.device, sp.partition, sp.account, sp.container or "")] = request.request_id
-        self._wake.set()
+        await self._merge(sp, [_object_row(sp.obj, request.headers.get, deleted)], request.request_id)
         if deleted:
             return Response(204, [], b"")
         return text_response(201, "Created\n")
+
+    async def update_rows(self, request: Request, sp: StoragePath) -> Response:
+        """``UPDATE``: a JSON batch of object rows, merged in one transaction.
+
+        The body is ``{"rows": [{"method": "PUT"|"DELETE", "obj": name,
+        "headers": {...}}, ...]}``, each entry what a single row ``PUT`` or
+        ``DELETE`` would have carried.  Object servers send it when rows for
+        this container pile up (:class:`node.storage.updates.UpdateSender`);
+        one bad entry refuses the whole batch.
+        """
+        try:
+            doc = json.loads(await request.read_body(MAX_ROW_BATCH_BYTES))
+            entries = doc["rows"]
+            if not isinstance(entries, list) or not entries:
+                raise ValueError("no rows")
+            rows = []
+            for entry in entries:
+                method, obj, headers = entry["method"], entry["obj"], entry["headers"]
+                if method not in ("PUT", "DELETE") or not isinstance(obj, str) \
+                        or not isinstance(headers, dict):
+                    raise ValueError("bad row")
+                check_object_name(obj)
+                lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+                rows.append(_object_row(obj, lowered.get, method == "DELETE"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise HTTPError(400, f"Bad row batch: {exc}") from None
+        await self._merge(sp, rows, request.request_id)
+        return Response(204, [], b"")
+
+    async def _merge(self, sp: StoragePath, rows: list[dict[str, Any]], rid: str) -> None:
+        def commit(batch: list[dict[str, Any]]) -> None:
+            self.broker_for_row(sp).merge_rows(batch)
+
+        # Concurrent rows for this container share one transaction (and fsync).
+        key = (sp.device, sp.partition, sp.account, sp.container)
+        await self.row_commits.submit_many(key, rows, commit)
+        self._dirty[(sp.device, sp.partition, sp.account, sp.container or "")] = rid
+        self._wake.set()
 
     async def report_loop(self) -> None:
         """Report changed totals to account servers, debounced; runs forever."""

@@ -75,7 +75,7 @@ class DBServer:
             handlers = {"PUT": self.put_row, "DELETE": self.delete_row}
         else:
             handlers = {"PUT": self.put, "GET": self.get, "HEAD": self.get,
-                        "POST": self.post, "DELETE": self.delete}
+                        "POST": self.post, "DELETE": self.delete, "UPDATE": self.update_rows}
         handler = handlers.get(request.method)
         if handler is None:
             return text_response(405, "Method Not Allowed\n", [("Allow", ", ".join(sorted(handlers)))])
@@ -231,6 +231,10 @@ class DBServer:
 
     async def delete_row(self, request: Request, sp: StoragePath) -> Response:
         raise NotImplementedError
+
+    async def update_rows(self, request: Request, sp: StoragePath) -> Response:
+        """Several rows in one request (``UPDATE``), where the database takes them."""
+        raise HTTPError(405, "Method Not Allowed")
 
     def broker_for_row(self, sp: StoragePath) -> DatabaseBroker:
         """Blocking: the database a row goes into; 404 unless it exists.

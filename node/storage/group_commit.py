@@ -19,12 +19,17 @@ Nothing is acknowledged before its transaction commits (``synchronous =
 FULL``), so a crash in the middle of a batch loses only rows nobody was
 told about.  Rows within a batch keep their arrival order, and the merge
 itself decides newest-wins per name, so batching never changes the result.
+
+The same queue discipline serves the sending side (``blocking=False``):
+object servers send container rows through it, so rows for one container
+replica that pile up while a request to it is in flight go out together
+in the next one (:class:`node.storage.updates.UpdateSender`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar
 
 import trio
 
@@ -32,12 +37,13 @@ Item = TypeVar("Item")
 
 
 class _Batch(Generic[Item]):
-    __slots__ = ("items", "done", "error")
+    __slots__ = ("items", "done", "error", "result")
 
-    def __init__(self, first: Item) -> None:
-        self.items: list[Item] = [first]
+    def __init__(self, first: list[Item]) -> None:
+        self.items: list[Item] = list(first)
         self.done = trio.Event()
         self.error: BaseException | None = None
+        self.result: Any = None
 
 
 class _Queue(Generic[Item]):
@@ -53,13 +59,16 @@ class _Queue(Generic[Item]):
 class GroupCommit(Generic[Item]):
     """Batches items per key and applies each batch with one blocking call.
 
-    ``await group.submit(key, item, commit)`` returns once ``commit(items)``
-    -- called in a worker thread with ``item`` among ``items`` -- has
-    returned, and raises what it raised.  Every call for one ``key`` must
-    pass a ``commit`` that does the same thing (the leader's is used).
+    ``await group.submit(key, item, commit)`` returns what ``commit(items)``
+    -- called in a worker thread with ``item`` among ``items`` -- returned,
+    and raises what it raised.  Every call for one ``key`` must pass a
+    ``commit`` that does the same thing (the leader's is used).  With
+    ``blocking=False``, ``commit`` is a coroutine function awaited in the
+    leader's task instead.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, blocking: bool = True) -> None:
+        self._blocking = blocking
         self._queues: dict[Hashable, _Queue[Item]] = {}
         #: how many items and batches have been committed (or failed)
         self.items = 0
@@ -72,24 +81,31 @@ class GroupCommit(Generic[Item]):
             return 0
         return sum(len(b.items) for b in (queue.open, queue.committing) if b is not None)
 
-    async def submit(self, key: Hashable, item: Item, commit: Callable[[list[Item]], None]) -> None:
+    async def submit(self, key: Hashable, item: Item,
+                     commit: Callable[[list[Item]], Any | Awaitable[Any]]) -> Any:
+        return await self.submit_many(key, [item], commit)
+
+    async def submit_many(self, key: Hashable, items: list[Item],
+                          commit: Callable[[list[Item]], Any | Awaitable[Any]]) -> Any:
+        """:meth:`submit` for several items that must land in the same batch."""
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _Queue()
         batch = queue.open
         if batch is not None:
-            batch.items.append(item)
+            batch.items.extend(items)
             await batch.done.wait()
         else:
-            batch = queue.open = _Batch(item)
+            batch = queue.open = _Batch(items)
             # Shielded: the members depend on the leader finishing the batch.
             with trio.CancelScope(shield=True):
                 await self._lead(key, queue, batch, commit)
         if batch.error is not None:
             raise batch.error
+        return batch.result
 
     async def _lead(self, key: Hashable, queue: _Queue[Item], batch: _Batch[Item],
-                    commit: Callable[[list[Item]], None]) -> None:
+                    commit: Callable[[list[Item]], Any]) -> None:
         try:
             if queue.committing is not None:
                 await queue.committing.done.wait()
@@ -98,7 +114,10 @@ class GroupCommit(Generic[Item]):
             self.items += len(batch.items)
             self.batches += 1
             try:
-                await trio.to_thread.run_sync(commit, batch.items)
+                if self._blocking:
+                    batch.result = await trio.to_thread.run_sync(commit, batch.items)
+                else:
+                    batch.result = await commit(batch.items)
             except Exception as exc:
                 batch.error = exc
         finally:

@@ -16,7 +16,11 @@ class HTTPError(Exception):
 
 def require_timestamp(request: Request, header: str = "x-timestamp") -> Timestamp:
     """The request's timestamp header, or 400 as Swift words it."""
-    value = request.headers.get(header)
+    return parse_timestamp(request.headers.get(header), header)
+
+
+def parse_timestamp(value: str | None, header: str = "x-timestamp") -> Timestamp:
+    """A timestamp header's value (``None``: missing), or 400 as Swift words it."""
     if value is None:
         raise HTTPError(400, f"Missing {header} header")
     try:

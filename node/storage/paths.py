@@ -70,6 +70,11 @@ def _check_name(kind: str, name: str, max_bytes: int) -> None:
         raise BadPath(f"{kind.capitalize()} name contains a '.' or '..' segment")
 
 
+def check_object_name(name: str) -> None:
+    """The checks an object name in a path gets, for names that arrive another way."""
+    _check_name("object", name, MAX_OBJECT_NAME_LENGTH)
+
+
 def parse_storage_path(path: str) -> StoragePath:
     """Split and validate a decoded request path; raises :class:`BadPath`."""
     if not path.startswith("/"):
@@ -88,7 +93,7 @@ def parse_storage_path(path: str) -> StoragePath:
         _check_name("container", container, MAX_CONTAINER_NAME_LENGTH)
     if len(parts) == 5:
         obj = parts[4]
-        _check_name("object", obj, MAX_OBJECT_NAME_LENGTH)
+        check_object_name(obj)
     return StoragePath(device, partition, account, container, obj)
 
 

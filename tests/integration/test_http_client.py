@@ -118,7 +118,8 @@ async def test_post_is_not_retried():
     await client.aclose()
 
 
-async def test_timeouts_raise_backend_timeout():
+@pytest.mark.parametrize("length", [10, 1_000_000])  # through h11, and read past it
+async def test_timeouts_raise_backend_timeout(length):
     async def stalls(request: Request) -> Response:
         if request.path == "/head":
             await trio.sleep(30)
@@ -127,7 +128,7 @@ async def test_timeouts_raise_backend_timeout():
             yield b"start"
             await trio.sleep(30)
             yield b"never"
-        return Response(200, [], body(), content_length=10)
+        return Response(200, [], body(), content_length=length)
 
     client = HTTPClient(timeouts=Timeouts(connect=1, node=0.2))
     with trio.fail_after(10):

@@ -316,7 +316,8 @@ async def test_read_timeout_on_trickling_head():
             assert closed or await client.at_eof()
 
 
-async def test_read_timeout_mid_body_reaches_handler():
+@pytest.mark.parametrize("length", [100, 1_000_000])  # through h11, and read past it
+async def test_read_timeout_mid_body_reaches_handler(length):
     seen: list[BaseException] = []
 
     async def handler(request: Request) -> Response:
@@ -331,7 +332,8 @@ async def test_read_timeout_mid_body_reaches_handler():
     with trio.fail_after(10):
         async with serving(handler, limits) as server:
             client = await RawClient.connect(server.port)
-            await client.send(b"PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+            await client.send(b"PUT /x HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n0123456789"
+                              % length)
             assert await client.at_eof()
             assert len(seen) == 1
 
@@ -622,6 +624,28 @@ async def test_large_bodies_stream_in_bounded_chunks():
                 take = min(remaining, len(client.buf))
                 del client.buf[:take]
                 remaining -= take
+
+
+async def test_large_bodies_back_to_back_keep_their_framing():
+    """Big Content-Length bodies are read past h11; the bytes around them must still
+    frame correctly: body bytes sent with the head, and the next request sent with
+    the end of the body, in odd-sized writes."""
+    bodies = [bytes([i]) * ((1 << 20) + 12345 * i) + b"end" for i in (1, 2, 3)]
+    wire = b"".join(b"PUT /%d HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (i, len(b), b)
+                    for i, b in enumerate(bodies)) + get("/after")
+    with trio.fail_after(30):
+        async with serving(echo_info) as server:
+            client = await RawClient.connect(server.port)
+            for start in range(0, len(wire), 777_777):
+                await client.send(wire[start:start + 777_777])
+            for i, body in enumerate(bodies):
+                status, _, got = await client.response()
+                info = json.loads(got)
+                assert status == 200 and info["path"] == f"/{i}"
+                assert (info["len"], info["md5"]) == (len(body), hashlib.md5(body).hexdigest())
+            status, _, got = await client.response()
+            assert status == 200 and json.loads(got)["path"] == "/after"
+            await client.aclose()
 
 
 # -- the node's internal port requires signatures --------------------------------------

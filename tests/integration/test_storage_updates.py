@@ -130,3 +130,70 @@ async def test_account_missing_or_down(nursery: trio.Nursery, tmp_path) -> None:
                           {"X-Timestamp": ts(), "X-Account-Host": "h:1,h:2", "X-Account-Device": "d1",
                            "X-Account-Partition": "7"})
     assert r.status == 400
+
+
+async def test_concurrent_rows_for_one_container_go_out_together(nursery: trio.Nursery, tmp_path,
+                                                                  caplog) -> None:
+    """Sixty-four PUTs and then DELETEs at once: the rows reach the container replica in
+    fewer requests than rows (UPDATE batches), and the listing ends up exactly right."""
+    caplog.set_level("INFO", logger="peerstack.http")
+    objs = await start_storage(nursery, tmp_path / "objs")
+    dbs = await start_storage(nursery, tmp_path / "dbs", cluster=objs.cluster)
+    assert (await dbs.request("PUT", quote("d1", 5, "a", "c"), {"X-Timestamp": ts()})).status == 201
+    names = [f"o{i:03d}" for i in range(64)]
+
+    async def put(name: str) -> None:
+        r = await objs.request("PUT", quote("d1", 3, "a", "c", name),
+                               {"X-Timestamp": ts(), "Content-Type": "text/x",
+                                **update_headers("Container", dbs, 5)}, name.encode())
+        assert r.status == 201
+
+    async def delete(name: str) -> None:
+        r = await objs.request("DELETE", quote("d1", 3, "a", "c", name),
+                               {"X-Timestamp": ts(), **update_headers("Container", dbs, 5)})
+        assert r.status == 204
+
+    async def listing() -> list[str]:
+        body = (await dbs.request("GET", quote("d1", 5, "a", "c"), query="format=json")).body
+        return [row["name"] for row in json.loads(body)]
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as inner:
+            for name in names:
+                inner.start_soon(put, name)
+        assert await listing() == names
+        async with trio.open_nursery() as inner:
+            for name in names[::2]:
+                inner.start_soon(delete, name)
+        assert await listing() == names[1::2]
+    assert pendings(objs) == []
+    row_requests = [r for r in caplog.records if getattr(r, "fields", {}).get("server") == "internal"
+                    and r.fields["path"].startswith("/d1/5/a/c")
+                    and r.fields["method"] in ("PUT", "DELETE", "UPDATE")]
+    updates = [r for r in row_requests if r.fields["method"] == "UPDATE"]
+    assert updates and all(r.fields["status"] == 204 for r in row_requests if r.fields["method"] != "PUT")
+    assert len(row_requests) < 96 + 1  # 96 rows (and the container PUT) in fewer requests
+
+
+async def test_bad_row_batches_are_refused_whole(nursery: trio.Nursery, tmp_path) -> None:
+    dbs = await start_storage(nursery, tmp_path / "dbs")
+    path = quote("d1", 5, "a", "c")
+    assert (await dbs.request("PUT", path, {"X-Timestamp": ts()})).status == 201
+    good = {"method": "PUT", "obj": "fine", "headers": {"X-Timestamp": ts(), "X-Size": "1",
+                                                        "X-Content-Type": "a/b", "X-Etag": "e"}}
+    headers = {"X-Backend-Server": "container", "Content-Type": "application/json"}
+    for bad in (b"not json", b"[]", b'{"rows": []}', b'{"rows": [1]}',
+                json.dumps({"rows": [good, {**good, "obj": "../x"}]}).encode(),
+                json.dumps({"rows": [good, {**good, "method": "POST"}]}).encode(),
+                json.dumps({"rows": [good, {**good, "headers": {"X-Timestamp": "soon"}}]}).encode()):
+        r = await dbs.request("UPDATE", path, headers, bad)
+        assert r.status == 400, bad
+    assert json.loads((await dbs.request("GET", path, query="format=json")).body) == []
+    r = await dbs.request("UPDATE", path, headers, json.dumps({"rows": [good]}).encode())
+    assert r.status == 204
+    assert [row["name"] for row in json.loads((await dbs.request("GET", path, query="format=json")).body)] == ["fine"]
+    r = await dbs.request("UPDATE", quote("d1", 5, "a", "missing"), headers,
+                          json.dumps({"rows": [good]}).encode())
+    assert r.status == 404
+    r = await dbs.request("UPDATE", quote("d1", 7, "a"), {}, b"{}")
+    assert r.status == 405
