@@ -1,7 +1,8 @@
 """``peerstack bench compare``: peerstack and OpenStack Swift side by side, in one run.
 
-Starts two clusters of the same shape on loopback, one after the other, and
-runs the same workloads (:mod:`tools.bench_swift`) against each:
+Starts two clusters of the same shape on loopback, both up for the whole
+run, and runs the same workloads (:mod:`tools.bench_swift`) against each,
+phase by phase, the clusters taking turns (:func:`bench_targets`):
 
 * **peerstack**: 4 nodes, one device each, 3 replicas (the demo's layout
   code, :func:`tools.demo.layout_cluster`, and ``peerstack node run``
@@ -14,8 +15,8 @@ runs the same workloads (:mod:`tools.bench_swift`) against each:
   plain directories (``mount_check = false``), one worker per server.
 
 Workloads: 4 KiB PUT/GET/HEAD/DELETE at concurrency 32 (ops/s, p50, p99),
-one 256 MiB PUT and GET (MB/s, and the peak RSS of the process serving the
-proxy), listing a 10,000-object container, and 1000 small objects through
+256 MiB PUT and GET (MB/s, and the peak RSS of the process serving the
+proxy; ``--large-rounds`` alternating rounds, the best counts), listing a 10,000-object container, and 1000 small objects through
 S3 (boto3; Swift's through its s3api).  Neither cluster runs background
 consistency daemons during the bench (Swift's replicators need rsync and
 are not started; peerstack's ``[replicator]`` is switched off), so both
@@ -76,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--large-size", type=parse_size, default=256 * MiB)
     parser.add_argument("--list-count", type=int, default=10000)
     parser.add_argument("--s3-count", type=int, default=1000)
+    parser.add_argument("--large-rounds", type=int, default=2,
+                        help="large PUT/GET rounds per side, alternating; the best counts")
     parser.add_argument("--workers", type=int, default=1,
                         help="peerstack public-port worker processes per node")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -452,32 +455,60 @@ async def _sample_rss(pid: int, peak: list[int]) -> None:
         await trio.sleep(0.1)
 
 
-async def swift_workloads(target: Target, args: argparse.Namespace) -> dict:
+async def _in_container(target: Target, args: argparse.Namespace, work: Callable) -> dict:
+    """Log in, make a fresh container, ``await work(ep, container, report)``, empty it."""
     def report(line: str) -> None:
         progress(f"{target.name}: {line}")
 
     client = HTTPClient(timeouts=Timeouts(connect=5, node=120), max_idle_per_peer=args.concurrency * 2)
     try:
         ep = await bench_swift.login(client, target.auth_url, target.user, target.key)
-        tag = secrets.token_hex(4)
-        small_c, large_c, list_c = f"bench-{tag}-small", f"bench-{tag}-large", f"bench-{tag}-list"
-        for c in (small_c, large_c, list_c):
-            resp = await ep.call("PUT", c)
-            if resp.status // 100 != 2:
-                raise RuntimeError(f"{target.name}: container PUT answered {resp.status}")
-        result = await bench_swift.small_objects(ep, small_c, args.count, args.concurrency, report)
-        peak = [0]
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_sample_rss, target.proxy_pid, peak)
-            result.update(await bench_swift.large_object(ep, large_c, args.large_size, report))
-            nursery.cancel_scope.cancel()
-        result["proxy_peak_rss_mb"] = round(peak[0] / 1e6, 1)
-        report(f"peak RSS of the proxy's processes during the large transfers: {result['proxy_peak_rss_mb']} MB")
-        result["listing"] = await bench_swift.listing(ep, list_c, args.list_count, args.concurrency, report)
-        await bench_swift.empty_containers(ep, [small_c, large_c, list_c], args.concurrency)
+        container = f"bench-{secrets.token_hex(4)}"
+        resp = await ep.call("PUT", container)
+        if resp.status // 100 != 2:
+            raise RuntimeError(f"{target.name}: container PUT answered {resp.status}")
+        result = await work(ep, container, report)
+        await bench_swift.empty_containers(ep, [container], args.concurrency)
     finally:
         await client.aclose()
     return result
+
+
+def small_phase(target: Target, args: argparse.Namespace) -> dict:
+    async def work(ep, container, report) -> dict:
+        return await bench_swift.small_objects(ep, container, args.count, args.concurrency, report)
+    return trio.run(_in_container, target, args, work)
+
+
+def large_phase(target: Target, args: argparse.Namespace) -> dict:
+    """One 256 MiB PUT and GET, with the peak RSS of the proxy's processes meanwhile."""
+    async def work(ep, container, report) -> dict:
+        peak = [0]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_sample_rss, target.proxy_pid, peak)
+            result = await bench_swift.large_object(ep, container, args.large_size, report)
+            nursery.cancel_scope.cancel()
+        result["proxy_peak_rss_mb"] = round(peak[0] / 1e6, 1)
+        report(f"peak RSS of the proxy's processes during the large transfers: "
+               f"{result['proxy_peak_rss_mb']} MB")
+        return result
+    return trio.run(_in_container, target, args, work)
+
+
+def listing_phase(target: Target, args: argparse.Namespace) -> dict:
+    async def work(ep, container, report) -> dict:
+        return {"listing": await bench_swift.listing(ep, container, args.list_count,
+                                                     args.concurrency, report)}
+    return trio.run(_in_container, target, args, work)
+
+
+def best_large(rounds: list[dict]) -> dict:
+    """The best PUT and GET over the rounds, and the worst peak RSS."""
+    best: dict = {"large_rounds": rounds}
+    for key in ("put_large", "get_large"):
+        best[key] = max((r[key] for r in rounds), key=lambda m: m["mb_per_s"])
+    best["proxy_peak_rss_mb"] = max(r["proxy_peak_rss_mb"] for r in rounds)
+    return best
 
 
 def s3_workload(target: Target, count: int, concurrency: int) -> dict:
@@ -527,18 +558,40 @@ def s3_workload(target: Target, count: int, concurrency: int) -> dict:
     return result
 
 
-def bench_target(target: Target, args: argparse.Namespace) -> dict:
-    progress(f"{target.name}: running ({target.processes} processes)")
-    result = trio.run(swift_workloads, target, args)
+def s3_phase(target: Target, args: argparse.Namespace) -> dict:
     try:
-        result.update(s3_workload(target, args.s3_count, args.concurrency))
+        return s3_workload(target, args.s3_count, args.concurrency)
     except Exception as exc:  # S3 is optional on either side: say why it was skipped
         note = f"S3 workload skipped: {type(exc).__name__}: {exc}"
         progress(f"{target.name}: {note}")
         target.notes.append(note)
-    result["processes"] = target.processes
-    result["notes"] = target.notes
-    return result
+        return {}
+
+
+def bench_targets(targets: list[Target], args: argparse.Namespace) -> dict[str, dict]:
+    """Every workload against every target, phase by phase, the targets taking turns.
+
+    Both clusters are up for the whole run, so each phase meets the same
+    machine on both sides.  The large transfers, which swing most with the
+    disk's state, run ``--large-rounds`` times per side, the order flipping
+    every round (A B, B A, ...); each side's best round counts.
+    """
+    results: dict[str, dict] = {t.name: {} for t in targets}
+    for t in targets:
+        progress(f"{t.name}: small objects ({t.processes} processes)")
+        results[t.name].update(small_phase(t, args))
+    rounds: dict[str, list[dict]] = {t.name: [] for t in targets}
+    for i in range(args.large_rounds):
+        for t in targets if i % 2 == 0 else targets[::-1]:
+            rounds[t.name].append(large_phase(t, args))
+    for t in targets:
+        results[t.name].update(best_large(rounds[t.name]))
+        results[t.name].update(listing_phase(t, args))
+    for t in targets:
+        results[t.name].update(s3_phase(t, args))
+        results[t.name]["processes"] = t.processes
+        results[t.name]["notes"] = t.notes
+    return results
 
 
 # -- the report --------------------------------------------------------------------
@@ -647,19 +700,20 @@ def compare(args: argparse.Namespace) -> dict:
     root.mkdir(parents=True)
     doc: dict = {"machine": machine(), "settings": {
         "concurrency": args.concurrency, "count": args.count, "large_size": args.large_size,
-        "list_count": args.list_count, "s3_count": args.s3_count, "peerstack_workers": args.workers}}
+        "list_count": args.list_count, "s3_count": args.s3_count, "large_rounds": args.large_rounds,
+        "peerstack_workers": args.workers}}
     progress("measuring the machine's limits")
     doc["limits"] = measure_limits(root, min(args.large_size, 256 * MiB) if not args.quick else 16 * MiB)
     progress(f"limits: {doc['limits']}")
-    progress("starting peerstack (4 nodes, 3 replicas)")
-    with peerstack_cluster(root / "peerstack", args.workers) as target:
-        doc["peerstack"] = bench_target(target, args)
-    if args.no_swift:
-        doc["swift"] = None
-    else:
-        progress("starting OpenStack Swift (4 storage nodes, 3 replicas)")
-        with swift_cluster(root / "swift", Path(args.swift_venv).resolve()) as target:
-            doc["swift"] = bench_target(target, args)
+    with contextlib.ExitStack() as stack:
+        progress("starting peerstack (4 nodes, 3 replicas)")
+        targets = [stack.enter_context(peerstack_cluster(root / "peerstack", args.workers))]
+        if not args.no_swift:
+            progress("starting OpenStack Swift (4 storage nodes, 3 replicas)")
+            targets.append(stack.enter_context(swift_cluster(root / "swift",
+                                                             Path(args.swift_venv).resolve())))
+        results = bench_targets(targets, args)
+    doc["peerstack"], doc["swift"] = results["peerstack"], results.get("swift")
     ours, theirs = doc["peerstack"], doc["swift"] or {}
     doc["ratios"] = ratios(ours, theirs)
     lowest = doc["limits"]["lowest_mb_per_s"]

@@ -19,6 +19,7 @@ import replicator
 from node.config import ConfigError, NodeConfig, load_cluster_config, load_node_config
 from node.daemon import Node
 from node.log import setup_logging
+from node.malloc_tuning import single_arena
 from node.membership_service import install as install_membership
 from node.storage import StorageServer
 
@@ -54,5 +55,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"peerstack: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level, path=str(config.resolve(config.log_file)) if config.log_file else None)
+    single_arena()  # before any worker thread exists
     trio.run(serve, node)
     return 0
