@@ -45,6 +45,7 @@ import trio
 from node.cluster_health import ErrorLimiter, device_key
 from node.cluster_rings import RingSet
 from node.config import ClusterConfig, NodeConfig
+from node.etag_footer import FOOTER_BYTES, FOOTER_HEADER, BodyChecksums
 from node.headers import Headers
 from node.http_client import BackendError, BackendTimeout, ClientResponse, Exchange, HTTPClient, Timeouts
 from node.http_server import ClientDisconnected
@@ -505,6 +506,12 @@ class ClusterClient:
         putters: list[_Putter] = []
         refusals: list[ClusterResponse] = []
         expect = content_length is None or content_length > 0
+        # One MD5 here instead of one per replica: see node.etag_footer.
+        checksums = BodyChecksums() if content_length is not None else None
+        backend_length = content_length
+        if checksums is not None:
+            backend_length = content_length + FOOTER_BYTES
+            slot_headers = [[*h, (FOOTER_HEADER, str(FOOTER_BYTES))] for h in slot_headers]
 
         async with AsyncExitStack() as stack:
             async def connect(slot: int) -> None:
@@ -515,7 +522,7 @@ class ClusterClient:
                         ex = await stack.enter_async_context(
                             self.client.exchange(node["ip"], node["port"], timeouts=self.timeouts))
                         early = await ex.start("PUT", target, slot_headers[slot],
-                                               content_length=content_length, expect_continue=expect)
+                                               content_length=backend_length, expect_continue=expect)
                     except BackendError as exc:
                         self._failed(node, exc)
                         node = nodes.handoff()
@@ -545,7 +552,7 @@ class ClusterClient:
                 log_event(log, "cluster.put_no_quorum", path=path, connected=len(putters))
                 return 503, Headers([])
 
-            await self._send_body(putters, body, quorum, path)
+            await self._send_body(putters, body, quorum, path, checksums)
             if sum(not p.failed for p in putters) < quorum:
                 return 503, Headers([])
 
@@ -578,7 +585,8 @@ class ClusterClient:
                 return r.status, r.headers
         return status, Headers([])
 
-    async def _send_body(self, putters: list[_Putter], body, quorum: int, path: str) -> None:
+    async def _send_body(self, putters: list[_Putter], body, quorum: int, path: str,
+                         checksums: BodyChecksums | None = None) -> None:
         """Stream the body to every live backend, each at its own pace.
 
         The caller's chunks are gathered into pieces of about
@@ -588,17 +596,22 @@ class ClusterClient:
         sending to the backends, and one backend's momentary stall does not
         stop the others until its queue is full; the pieces are shared, so
         memory stays under ``(SEND_QUEUE + 2) * SEND_CHUNK`` per object.
+
+        With ``checksums``, one more consumer hashes the pieces in a worker
+        thread, and once the whole body is out every backend gets the
+        footer (:mod:`node.etag_footer`).
         """
         async def pump(p: _Putter, pieces: trio.MemoryReceiveChannel[bytes]) -> None:
             async with pieces:
                 async for piece in pieces:
-                    if p.failed:
-                        continue  # keep taking pieces so the reader never waits on us
-                    try:
-                        await p.exchange.send(piece)
-                    except BackendError as exc:
-                        p.failed = True
-                        self._failed(p.node, exc)
+                    if not p.failed:  # else keep taking pieces so the reader never waits on us
+                        await self._send_piece(p, piece)
+
+        async def hash_pieces(pieces: trio.MemoryReceiveChannel[bytes]) -> None:
+            assert checksums is not None
+            async with pieces:
+                async for piece in pieces:
+                    await trio.to_thread.run_sync(checksums.update, piece)
 
         failure: Exception | None = None
         async with trio.open_nursery() as nursery:
@@ -607,11 +620,17 @@ class ClusterClient:
                 send, receive = trio.open_memory_channel[bytes](SEND_QUEUE)
                 queues.append((p, send))
                 nursery.start_soon(pump, p, receive)
+            hasher: trio.MemorySendChannel[bytes] | None = None
+            if checksums is not None:
+                hasher, receive = trio.open_memory_channel[bytes](SEND_QUEUE)
+                nursery.start_soon(hash_pieces, receive)
             try:
                 async for piece in _gather(body, SEND_CHUNK):
                     for p, queue in queues:
                         if not p.failed:
                             await queue.send(piece)
+                    if hasher is not None:
+                        await hasher.send(piece)
                     if sum(not p.failed for p in putters) < quorum:
                         log_event(log, "cluster.put_lost_quorum", path=path)
                         return
@@ -623,8 +642,24 @@ class ClusterClient:
             finally:
                 for _, queue in queues:
                     queue.close()
+                if hasher is not None:
+                    hasher.close()
         if failure is not None:
             raise failure
+        if checksums is not None:
+            footer = checksums.footer()
+            async with trio.open_nursery() as nursery:
+                for p in putters:
+                    if not p.failed:
+                        nursery.start_soon(self._send_piece, p, footer)
+
+    async def _send_piece(self, p: _Putter, piece: bytes) -> None:
+        """Send ``piece`` to one backend; a failure marks it failed (and is booked)."""
+        try:
+            await p.exchange.send(piece)
+        except BackendError as exc:
+            p.failed = True
+            self._failed(p.node, exc)
 
     def _open_targets(self, account: str, container: str, obj: str):
         ring, part, primaries, path = self._object_route(account, container, obj)

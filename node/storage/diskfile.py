@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.etag_footer import FooterError, check_footer, crc32_extend
 from node.storage.fsutil import fsync_dir, makedirs_durable, unlink_quietly
 from node.storage.timestamp import Timestamp
 
@@ -279,10 +280,14 @@ class ObjectWriter:
     visible; :meth:`abort` (or a crash) leaves only a tmp file behind.
     """
 
-    def __init__(self, loc: ObjectLocation) -> None:
+    def __init__(self, loc: ObjectLocation, *, footer: bool = False) -> None:
+        """``footer``: the ETag arrives after the body (:mod:`node.etag_footer`), so
+        the body is checked with a CRC-32 instead of being hashed with MD5 here."""
         self.loc = loc
         self.fd, self.tmp_path = new_tmp_file(loc)
-        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.md5 = None if footer else hashlib.md5(usedforsecurity=False)
+        self.crc = 0
+        self._footer_etag: str | None = None
         self.size = 0
 
     def write(self, chunks: list[bytes]) -> None:
@@ -301,9 +306,28 @@ class ObjectWriter:
             os.posix_fadvise(self.fd, start, self.size - start, os.POSIX_FADV_DONTNEED)
 
     def hash(self, chunks: list[bytes]) -> None:
-        """Feed ``chunks`` to the md5; may run in another thread while :meth:`write` does."""
+        """Feed ``chunks`` to the MD5 (or the CRC-32, with a footer to come); may run
+        in another thread while :meth:`write` does."""
+        if self.md5 is None:
+            for chunk in chunks:
+                self.crc = crc32_extend(self.crc, chunk)
+            return
         for chunk in chunks:
             self.md5.update(chunk)
+
+    def take_footer(self, raw: bytes) -> None:
+        """Check the body against the footer's CRC-32 and take its MD5 as the ETag;
+        :class:`node.etag_footer.FooterError` if they do not match."""
+        self._footer_etag = check_footer(raw, self.crc)
+
+    @property
+    def etag(self) -> str:
+        """The body's MD5 (hex), computed here or taken from the footer."""
+        if self.md5 is not None:
+            return self.md5.hexdigest()
+        if self._footer_etag is None:
+            raise FooterError("the body's ETag footer never arrived")
+        return self._footer_etag
 
     def commit(self, timestamp: Timestamp, metadata: dict[str, Any]) -> ObjectState:
         try:

@@ -37,6 +37,7 @@ from typing import Any
 import trio
 
 from node.http_server import ClientDisconnected, Request, Response, text_response
+from node.etag_footer import FOOTER_BYTES, FOOTER_HEADER, FooterError
 from node.log import log_event
 from node.storage import diskfile
 from node.storage.conditional import (Multipart, evaluate_preconditions, parse_range,
@@ -107,6 +108,18 @@ def _expired(metadata: dict[str, Any], request: Request) -> bool:
         return False
 
 
+def _footer_bytes(request: Request) -> int:
+    """How many bytes at the end of the body are the proxy's ETag footer (0: none)."""
+    value = request.headers.get(FOOTER_HEADER.lower())
+    if value is None:
+        return 0
+    if value.strip() != str(FOOTER_BYTES) or request.content_length is None \
+            or request.content_length < FOOTER_BYTES:
+        raise HTTPError(400, f"Bad {FOOTER_HEADER}: {FOOTER_BYTES}-byte footers on "
+                             "Content-Length bodies only")
+    return FOOTER_BYTES
+
+
 def _stored_headers(request: Request, keep: Callable[[str], bool]) -> dict[str, str]:
     return {header_case(k): v for k, v in request.headers.items()
             if keep(k) and k not in REQUEST_ONLY}
@@ -116,15 +129,18 @@ def _put_keeps(name: str) -> bool:
     return name in STORED_HEADERS or name.startswith(STORED_PREFIXES)
 
 
-async def _receive_into(request: Request, writer: ObjectWriter) -> None:
+async def _receive_into(request: Request, writer: ObjectWriter, footer: int = 0) -> bytes:
     """Stream the request body into ``writer``, ~1 MiB per worker-thread hop.
 
     Network, disk and md5 overlap: while one batch is written in one
     thread and hashed in another (both release the GIL; done one after the
     other they are the bottleneck on this hardware), the next batch is
     received.  The channel holds one batch, so at most about three batches
-    are in memory at once.
+    are in memory at once.  The last ``footer`` bytes of the body are not
+    the object's: they are returned (:mod:`node.etag_footer`).
     """
+    data_left = (request.content_length or 0) - footer if footer else -1
+    tail = bytearray()
     send, receive = trio.open_memory_channel[list[bytes]](1)
 
     async def write_batches() -> None:
@@ -140,6 +156,13 @@ async def _receive_into(request: Request, writer: ObjectWriter) -> None:
             batch: list[bytes] = []
             size = 0
             async for chunk in request.iter_body():
+                if 0 <= data_left < len(chunk):
+                    tail += chunk[data_left:]
+                    chunk = memoryview(chunk)[:data_left]
+                    if not chunk:
+                        continue
+                if data_left > 0:
+                    data_left -= len(chunk)
                 batch.append(chunk)
                 size += len(chunk)
                 if size >= WRITE_BATCH:
@@ -147,6 +170,7 @@ async def _receive_into(request: Request, writer: ObjectWriter) -> None:
                     batch, size = [], 0
             if batch:
                 await send.send(batch)
+    return bytes(tail)
 
 
 class FileBody:
@@ -333,6 +357,10 @@ class ObjectServer:
             raise HTTPError(400, f"Bad container update headers: {exc}") from None
         expected_etag = (headers.get("etag") or "").strip().strip('"').lower() or None
         if_none_match = headers.get("if-none-match")
+        footer = _footer_bytes(request)
+        if footer:
+            assert length is not None
+            length -= footer
 
         def prepare() -> ObjectWriter:
             loc, state, current = self._open_current(sp, request)
@@ -343,13 +371,19 @@ class ObjectServer:
                 raise HTTPError(409, "Conflict", backend_timestamp(state.newest))
             if if_none_match is not None and current is not None and if_none_match.strip() == "*":
                 raise HTTPError(412, "Precondition Failed")
-            return ObjectWriter(loc)
+            return ObjectWriter(loc, footer=bool(footer))
 
-        def describe(writer: ObjectWriter) -> dict[str, str]:
-            """The new object's metadata, once its body is in; 422 on an ETag mismatch."""
+        def describe(writer: ObjectWriter, tail: bytes) -> dict[str, str]:
+            """The new object's metadata, once its body (and ``tail``, its footer) is in;
+            422 on an ETag mismatch or a body that does not match its footer."""
             if length is not None and writer.size != length:
                 raise ClientDisconnected(f"got {writer.size} of {length} bytes")
-            etag = writer.md5.hexdigest()
+            if footer:
+                try:
+                    writer.take_footer(tail)
+                except FooterError as exc:
+                    raise HTTPError(422, f"Unprocessable Entity: {exc}") from None
+            etag = writer.etag
             if expected_etag is not None and expected_etag != etag:
                 raise HTTPError(422, "Unprocessable Entity")
             metadata = {"name": f"/{sp.account}/{sp.container}/{sp.obj}",
@@ -364,14 +398,15 @@ class ObjectServer:
             # Small: take the body first, then check, write, hash and install
             # in one thread hop.  The checks after the body cost a refused
             # writer at most SMALL_BODY bytes of transfer.
-            body = [await request.read_body(SMALL_BODY)] if length else []
+            raw = await request.read_body(SMALL_BODY + footer) if length + footer else b""
+            body, tail = [raw[:length]], raw[length:]
 
             def store() -> ObjectWriter:
                 writer = prepare()
                 try:
                     writer.write(body)
                     writer.hash(body)
-                    metadata = describe(writer)
+                    metadata = describe(writer, tail)
                 except BaseException:
                     writer.abort()
                     raise
@@ -382,14 +417,14 @@ class ObjectServer:
         else:
             writer = await trio.to_thread.run_sync(prepare)
             try:
-                await _receive_into(request, writer)
-                metadata = describe(writer)
+                tail = await _receive_into(request, writer, footer)
+                metadata = describe(writer, tail)
             except BaseException:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(writer.abort)
                 raise
             await trio.to_thread.run_sync(writer.commit, ts, metadata)
-        etag = writer.md5.hexdigest()
+        etag = writer.etag
         if not is_true(headers.get("x-backend-replication")):
             update = {"X-Timestamp": ts.internal, "X-Size": str(writer.size),
                       "X-Content-Type": content_type, "X-Etag": etag}

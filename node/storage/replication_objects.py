@@ -202,7 +202,7 @@ class PushedFile:
         if self.writer is None:
             diskfile.write_marker(self.loc, self.timestamp, self.kind, self.metadata)
             return
-        etag = self.writer.md5.hexdigest()
+        etag = self.writer.etag
         if (self.writer.size != int(self.metadata["Content-Length"])
                 or etag != str(self.metadata["ETag"]).strip('"').lower()):
             self.abort()

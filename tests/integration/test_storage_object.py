@@ -307,3 +307,37 @@ async def test_missing_device_is_507_and_nothing_written(store: Store) -> None:
     assert (await store.request("GET", OBJ)).status == 507
     assert (await store.request("PUT", quote("d1", 3, "a", "c"), {"X-Timestamp": ts()})).status == 507
     assert (await store.request("GET", quote("other", 3, "a", "c", "o"))).status == 507
+
+
+async def test_etag_footer_from_the_proxy(store: Store) -> None:
+    """With X-Backend-Etag-Footer the body ends in the proxy's MD5 and CRC-32: the object
+    server stores that MD5 as the ETag once the CRC-32 of the bytes it got matches, and
+    refuses the PUT (422, nothing stored) when it does not."""
+    from node.etag_footer import FOOTER_BYTES, FOOTER_HEADER, BodyChecksums
+
+    def with_footer(data: bytes, corrupt: bool = False) -> bytes:
+        sums = BodyChecksums()
+        sums.update(data)
+        sent = bytearray(data)
+        if corrupt:
+            sent[len(sent) // 2] ^= 1  # the bytes change after the proxy hashed them
+        return bytes(sent) + sums.footer()
+
+    footer = {FOOTER_HEADER.replace("-", "_"): str(FOOTER_BYTES)}
+    for size in (0, 1000, 3 * 1024 * 1024 + 5):  # small path, and batches split at the footer
+        data = os.urandom(size)
+        path = quote("d1", 3, "a", "c", f"f{size}")
+        assert (await put(store, with_footer(data), path, **footer))[0] == 201
+        r = await store.request("GET", path)
+        assert r.status == 200 and r.body == data
+        assert r.headers["etag"] == f'"{hashlib.md5(data).hexdigest()}"'
+
+        bad = quote("d1", 3, "a", "c", f"bad{size}")
+        if size:
+            assert (await put(store, with_footer(data, corrupt=True), bad, **footer))[0] == 422
+            assert (await store.request("GET", bad)).status == 404
+        assert (await put(store, with_footer(data), bad, ETag="0" * 32, **footer))[0] == 422
+        assert (await store.request("GET", bad)).status == 404
+    assert (await put(store, b"short", quote("d1", 3, "a", "c", "x"), **footer))[0] == 400
+    assert (await put(store, b"x" * 100, quote("d1", 3, "a", "c", "x"),
+                      X_Backend_Etag_Footer="32"))[0] == 400
