@@ -442,15 +442,7 @@ class _Connection:
 
     async def receive(self, timeout: float) -> None:
         """Feed h11 whatever arrives next, waiting up to ``timeout``."""
-        self.deadline = trio.current_time() + timeout
-        try:
-            n = await self.io.receive_into(self.buf, None)
-        except trio.ClosedResourceError as exc:
-            raise ClientDisconnected("read timeout") from exc
-        except OSError as exc:
-            raise ClientDisconnected(str(exc)) from exc
-        finally:
-            self.deadline = _NEVER
+        n = await self.receive_into(self.buf, timeout)
         if n:
             self.h11.receive_data(self.buf[:n])
         else:
