@@ -30,6 +30,7 @@ import trio
 
 from node.cluster_client import ClusterClient
 from node.log import log_event
+from node.storage.fsutil import fsync_dir
 
 log = logging.getLogger("peerstack.compute.images")
 
@@ -39,14 +40,6 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 class ImageFetchError(Exception):
     """The image could not be read from the ring, or is not what its record promised."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _HashingWriter:
@@ -127,7 +120,7 @@ class ImageCache:
 
             def publish() -> None:
                 os.replace(tmp, path)
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
             await trio.to_thread.run_sync(publish)
             log_event(log, "compute.image_cached", image=locator.get("id"), sha256=sha,
                       bytes=writer.size, seconds=round(time.monotonic() - started, 3))

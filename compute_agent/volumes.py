@@ -54,6 +54,7 @@ from compute_agent.image_cache import ImageFetchError
 from node.http_client import BackendError
 from node.http_server import Request, Response
 from node.log import log_event
+from node.storage.fsutil import fsync_dir
 
 if TYPE_CHECKING:
     from compute_agent.agent import ComputeAgent
@@ -96,15 +97,7 @@ def _create_sparse(path: Path, size: int) -> None:
         f.truncate(size)
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def _data_chunks(path: Path, size: int) -> list[int]:
@@ -287,7 +280,7 @@ class VolumeAgent:
                     await trio.to_thread.run_sync(_create_sparse, tmp, size)
                     stats = {}
                 await trio.to_thread.run_sync(os.replace, tmp, path)
-                await trio.to_thread.run_sync(_fsync_dir, self.dir)
+                await trio.to_thread.run_sync(fsync_dir, self.dir)
             except BaseException:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(lambda: tmp.unlink(missing_ok=True))
