@@ -44,7 +44,7 @@ from node.http_server import BadRequest, Request, Response
 from node.log import log_event
 from proxy.auth import Identity
 from proxy.compute_flavors import Flavors
-from proxy.compute_http import APIError, empty_response, json_response, read_json, require_dict
+from proxy.compute_http import APIError, caller, empty_response, json_response, read_json, require_dict
 from proxy.compute_keypairs import Keypairs
 from proxy.compute_records import JsonRecords, StoreError
 from proxy.compute_scheduler import Host, Scheduler
@@ -151,11 +151,7 @@ class ComputeAPI:
 
     async def __call__(self, request: Request) -> Response:
         try:
-            identity = self.identify(request)
-            if identity is None:
-                raise APIError(401, "The request you have made requires authentication.")
-            if request.method not in ("GET", "HEAD") and not (identity.owner or identity.cluster_admin):
-                raise APIError(403, "Your role in this project does not allow changes.")
+            identity = caller(self.identify, request)
             response = await self._route(request, identity)
         except APIError as exc:
             response = exc.response()

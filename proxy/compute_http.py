@@ -10,9 +10,11 @@ into a response at the top.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from node.http_server import BadRequest, ClientDisconnected, Request, Response
+from proxy.auth import Identity
 
 ERROR_KINDS = {
     400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",
@@ -33,6 +35,16 @@ class APIError(Exception):
     def response(self) -> Response:
         kind = ERROR_KINDS.get(self.status, "error")
         return json_response(self.status, {kind: {"message": self.message, "code": self.status}})
+
+
+def caller(identify: Callable[[Request], Identity | None], request: Request) -> Identity:
+    """Who is asking: 401 if nobody, 403 if a reader asks for a change (owner or admin writes)."""
+    identity = identify(request)
+    if identity is None:
+        raise APIError(401, "The request you have made requires authentication.")
+    if request.method not in ("GET", "HEAD") and not (identity.owner or identity.cluster_admin):
+        raise APIError(403, "Your role in this project does not allow changes.")
+    return identity
 
 
 def json_response(status: int, doc: Any, headers: list[tuple[str, str]] | None = None) -> Response:

@@ -35,7 +35,7 @@ from node.http_client import BackendError
 from node.http_server import BadRequest, ClientDisconnected, Request, Response
 from node.log import log_event
 from proxy.auth import Identity
-from proxy.compute_http import APIError, empty_response, json_response, read_json
+from proxy.compute_http import APIError, caller, empty_response, json_response, read_json
 from proxy.image_inspector import CONTAINER_FORMATS, DISK_FORMATS, ImageRejected, check_declared
 from proxy.compute_records import StoreError
 from proxy.images_store import ImageStore, data_of
@@ -149,11 +149,7 @@ class ImagesAPI:
 
     async def __call__(self, request: Request) -> Response:
         try:
-            identity = self.identify(request)
-            if identity is None:
-                raise APIError(401, "The request you have made requires authentication.")
-            if request.method not in ("GET", "HEAD") and not (identity.owner or identity.cluster_admin):
-                raise APIError(403, "Your role in this project does not allow changes.")
+            identity = caller(self.identify, request)
             return await self._route(request, identity)
         except APIError as exc:
             return exc.response()

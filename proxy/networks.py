@@ -35,7 +35,7 @@ from node.http_server import BadRequest, Request, Response
 from node.http_client import BackendError
 from node.log import log_event
 from proxy.auth import Identity
-from proxy.compute_http import APIError, empty_response, json_response, read_json, require_dict
+from proxy.compute_http import APIError, caller, empty_response, json_response, read_json, require_dict
 from proxy.compute_records import JsonRecords, StoreError
 from proxy.images import now_iso
 
@@ -86,11 +86,7 @@ class NetworksAPI:
                 return json_response(200, {"versions": [{
                     "id": "v2.0", "status": "CURRENT",
                     "links": [{"rel": "self", "href": f"http://{host}/network/v2.0/"}]}]})
-            identity = self.identify(request)
-            if identity is None:
-                raise APIError(401, "The request you have made requires authentication.")
-            if request.method not in ("GET", "HEAD") and not (identity.owner or identity.cluster_admin):
-                raise APIError(403, "Your role in this project does not allow changes.")
+            identity = caller(self.identify, request)
             return await self._route(request, identity)
         except APIError as exc:
             return self._error(exc)
