@@ -7,13 +7,20 @@ files and real SQLite; the layout is the demo's (``tools.demo``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import trio
+
+from node.http_client import BackendError, HTTPClient, Timeouts
+from node.signing import RequestSigner
 from tools.demo import ClusterLayout, NodeProcess, free_port, layout_cluster
+from tools.status import fetch_members
 
 
 @dataclass
@@ -83,7 +90,46 @@ def running_cluster(tmp_path: Path, *, nodes: int = 3, replicas: int = 3,
     try:
         for proc in procs:
             proc.start()
+        if ((config or {}).get("membership") or {}).get("enabled", True):
+            wait_formed(cluster)
         yield cluster
     finally:
         for proc in procs:
             proc.stop()
+
+
+def wait_formed(cluster: RunningCluster, timeout: float = 30.0) -> None:
+    """Return once every node's membership table holds every node alive.
+
+    Until then a proxy may still be skipping a peer it found refusing
+    connections while that peer started, and put a new container's replicas
+    on handoffs: correct, but a test that then deletes it within the
+    replicators' interval would see the primaries answer 404.
+    """
+    want = len(cluster.nodes)
+
+    async def alive_everywhere(client: HTTPClient) -> bool:
+        for node in cluster.nodes:
+            try:
+                doc = await fetch_members(client, node.internal_host, node.internal_port)
+            except BackendError:
+                return False
+            if sum(m["state"] == "alive" for m in doc["members"]) < want:
+                return False
+        return True
+
+    async def poll() -> None:
+        client = HTTPClient(signer=RequestSigner(cluster.layout.cluster.secret_bytes),
+                            timeouts=Timeouts(connect=1.0, node=5.0))
+        try:
+            deadline = time.monotonic() + timeout
+            while not await alive_everywhere(client):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"membership did not see all {want} nodes alive in {timeout}s")
+                await trio.sleep(0.1)
+        finally:
+            await client.aclose()
+
+    # Its own thread: callers may be inside a trio run already (async tests).
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(trio.run, poll).result()
