@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from node.etag_footer import FooterError, check_footer, crc32_extend
+from node.storage.direct_io import DIRECT_MIN, AlignedReader, StagedWriter
 from node.storage.fsutil import fsync_dir, makedirs_durable, unlink_quietly
 from node.storage.timestamp import Timestamp
 
@@ -280,11 +281,13 @@ class ObjectWriter:
     visible; :meth:`abort` (or a crash) leaves only a tmp file behind.
     """
 
-    def __init__(self, loc: ObjectLocation, *, footer: bool = False) -> None:
+    def __init__(self, loc: ObjectLocation, *, footer: bool = False, direct: bool = False) -> None:
         """``footer``: the ETag arrives after the body (:mod:`node.etag_footer`), so
-        the body is checked with a CRC-32 instead of being hashed with MD5 here."""
+        the body is checked with a CRC-32 instead of being hashed with MD5 here.
+        ``direct``: a large body, written past the page cache (:mod:`node.storage.direct_io`)."""
         self.loc = loc
         self.fd, self.tmp_path = new_tmp_file(loc)
+        self._direct = StagedWriter.open(self.fd) if direct else None
         self.md5 = None if footer else hashlib.md5(usedforsecurity=False)
         self.crc = 0
         self._footer_etag: str | None = None
@@ -298,6 +301,11 @@ class ObjectWriter:
         it), so the one ``fsync`` in :meth:`commit` finds little left to do
         instead of flushing the whole object after the last byte arrived.
         """
+        if self._direct is not None:
+            for chunk in chunks:
+                self._direct.write(chunk)
+                self.size += len(chunk)
+            return
         start = self.size
         for chunk in chunks:
             _write_all(self.fd, chunk)
@@ -331,6 +339,8 @@ class ObjectWriter:
 
     def commit(self, timestamp: Timestamp, metadata: dict[str, Any]) -> ObjectState:
         try:
+            if self._direct is not None:
+                self._direct.finish()
             return _install(self.loc, self.fd, self.tmp_path, f"{timestamp.internal}.data", metadata)
         except BaseException:
             self.abort()
@@ -343,6 +353,9 @@ class ObjectWriter:
         unlink_quietly(self.tmp_path)
 
     def _close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -375,9 +388,18 @@ class OpenObject:
         self.data_timestamp = data_ts
         #: the whole file, when :meth:`read_ahead` read it
         self.content: bytes | None = None
+        self._direct: AlignedReader | None = None
 
     def pread(self, offset: int, length: int) -> bytes:
+        if self._direct is not None:
+            return self._direct.pread(offset, length)
         return os.pread(self.fd, length, offset)
+
+    def bypass_cache(self, max_read: int) -> None:
+        """From now on read a large object past the page cache
+        (:mod:`node.storage.direct_io`), in reads of at most ``max_read`` bytes."""
+        if self.size >= DIRECT_MIN and self._direct is None and self.fd >= 0:
+            self._direct = AlignedReader.open(self.fd, max_read)
 
     def read_ahead(self) -> None:
         """Read the whole (small) file now, saving the body its own thread hop.
@@ -394,6 +416,9 @@ class OpenObject:
         self.content = content
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

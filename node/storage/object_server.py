@@ -43,6 +43,7 @@ from node.storage import diskfile
 from node.storage.conditional import (Multipart, evaluate_preconditions, parse_range,
                                       satisfiable_ranges)
 from node.storage.devices import Devices, DeviceUnavailable
+from node.storage.direct_io import DIRECT_MIN
 from node.storage.diskfile import DiskFileError, ObjectLocation, ObjectState, ObjectWriter
 from node.storage.hashes import get_hashes
 from node.storage.httputil import HTTPError, backend_timestamp, is_true, require_timestamp
@@ -204,18 +205,15 @@ class FileBody:
         self._md5 = hashlib.md5() if self._expected else None
         self._on_corrupt = on_corrupt
         self._ahead: ThreadJob[bytes] | None = None
+        self._hashing: ThreadJob[None] | None = None
         self._gen = self._produce()
+        if obj.content is None:
+            obj.bypass_cache(READ_CHUNK)
 
     def _hash_prefix(self, stop: int) -> None:
         assert self._md5 is not None
         for pos in range(0, stop, READ_CHUNK):
             self._md5.update(self.obj.pread(pos, min(READ_CHUNK, stop - pos)))
-
-    def _read(self, pos: int, n: int) -> bytes:
-        chunk = self.obj.pread(pos, n)
-        if self._md5 is not None:
-            self._md5.update(chunk)
-        return chunk
 
     async def _produce(self):
         for head, start, stop in self.parts:
@@ -223,11 +221,12 @@ class FileBody:
                 yield head
             if self._md5 is not None and start:
                 await trio.to_thread.run_sync(self._hash_prefix, start)
-            # One read ahead: chunk N+1 is read (and hashed) in a worker thread
-            # while chunk N is being sent, so disk, MD5 and network overlap.
+            # A pipeline of worker threads: chunk N+1 is read while chunk N is
+            # hashed and sent, so disk, MD5 and network overlap.  The MD5 sees
+            # the chunks in order (one hash job at a time).
             pos = start
             if pos < stop:
-                self._ahead = ThreadJob(self._read, pos, min(READ_CHUNK, stop - pos))
+                self._ahead = ThreadJob(self.obj.pread, pos, min(READ_CHUNK, stop - pos))
             while self._ahead is not None:
                 chunk = await self._ahead.result()
                 self._ahead = None
@@ -235,12 +234,22 @@ class FileBody:
                     raise DiskFileError("object shrank while being read")
                 pos += len(chunk)
                 if pos < stop:
-                    self._ahead = ThreadJob(self._read, pos, min(READ_CHUNK, stop - pos))
-                else:
+                    self._ahead = ThreadJob(self.obj.pread, pos, min(READ_CHUNK, stop - pos))
+                if self._md5 is not None:
+                    await self._hashed()
+                    self._hashing = ThreadJob(self._md5.update, chunk)
+                if pos >= stop:
+                    await self._hashed()
                     await self._verify()
                 yield chunk
         if self.tail:
             yield self.tail
+
+    async def _hashed(self) -> None:
+        """Wait for the chunk being hashed, if any."""
+        if self._hashing is not None:
+            job, self._hashing = self._hashing, None
+            await job.result()
 
     async def _verify(self) -> None:
         if self._md5 is None or self._md5.hexdigest() == self._expected:
@@ -270,8 +279,9 @@ class FileBody:
 
     async def aclose(self) -> None:
         await self._gen.aclose()
-        if self._ahead is not None:
-            await self._ahead.wait()  # it reads from the descriptor about to close
+        for job in (self._ahead, self._hashing):
+            if job is not None:
+                await job.wait()  # the read uses the descriptor about to close
         self.obj.close()
 
 
@@ -371,7 +381,7 @@ class ObjectServer:
                 raise HTTPError(409, "Conflict", backend_timestamp(state.newest))
             if if_none_match is not None and current is not None and if_none_match.strip() == "*":
                 raise HTTPError(412, "Precondition Failed")
-            return ObjectWriter(loc, footer=bool(footer))
+            return ObjectWriter(loc, footer=bool(footer), direct=(length or 0) >= DIRECT_MIN)
 
         def describe(writer: ObjectWriter, tail: bytes) -> dict[str, str]:
             """The new object's metadata, once its body (and ``tail``, its footer) is in;
