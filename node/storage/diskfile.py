@@ -31,6 +31,7 @@ Everything here blocks; the object server calls it through
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -72,19 +73,21 @@ class ObjectLocation:
     partition: int
     hash: str
 
-    @property
+    # Cached: a small PUT asks for these paths a dozen times, and every
+    # pathlib join re-parses its parts.
+    @functools.cached_property
     def suffix(self) -> str:
         return self.hash[-3:]
 
-    @property
+    @functools.cached_property
     def part_dir(self) -> Path:
         return self.device_path / "objects" / str(self.partition)
 
-    @property
+    @functools.cached_property
     def hash_dir(self) -> Path:
         return self.part_dir / self.suffix / self.hash
 
-    @property
+    @functools.cached_property
     def tmp_dir(self) -> Path:
         return self.device_path / "tmp"
 
