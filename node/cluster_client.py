@@ -50,7 +50,7 @@ from node.config import ClusterConfig, NodeConfig
 from node.etag_footer import FOOTER_BYTES, FOOTER_HEADER, BodyChecksums
 from node.headers import Headers
 from node.http_client import BackendError, BackendTimeout, ClientResponse, Exchange, HTTPClient, Timeouts
-from node.http_server import ClientDisconnected
+from node.http_server import ClientDisconnected, iter_chunks
 from node.log import log_event
 from node.storage.timestamp import Timestamp
 
@@ -872,15 +872,6 @@ def _with_timestamp(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return headers
 
 
-async def _aiter(body: AsyncIterator[bytes] | Iterable[bytes]) -> AsyncIterator[bytes]:
-    if hasattr(body, "__aiter__"):
-        async for chunk in body:  # type: ignore[union-attr]
-            yield chunk
-    else:
-        for chunk in body:  # type: ignore[union-attr]
-            yield chunk
-
-
 async def _gather(body: AsyncIterator[bytes] | Iterable[bytes] | bytes, size: int) -> AsyncIterator[bytes]:
     """``body`` re-cut into pieces of at least ``size`` bytes (the last may be shorter)."""
     if isinstance(body, (bytes, bytearray, memoryview)):
@@ -889,7 +880,7 @@ async def _gather(body: AsyncIterator[bytes] | Iterable[bytes] | bytes, size: in
         return
     parts: list[bytes] = []
     held = 0
-    async for chunk in _aiter(body):
+    async for chunk in iter_chunks(body):
         if not chunk:
             continue
         parts.append(chunk)
@@ -908,7 +899,7 @@ async def _read_exactly(body: AsyncIterator[bytes] | Iterable[bytes] | bytes, le
     else:
         pieces = []
         size = 0
-        async for chunk in _aiter(body):
+        async for chunk in iter_chunks(body):
             size += len(chunk)
             if size > length:
                 break

@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING
 import trio
 
 from node.cluster_health import ErrorLimiter
-from node.config import ClusterConfig, NodeConfig
+from node.config import ClusterConfig, ConfigError, NodeConfig
 from node.http_client import HTTPClient
 from node.http_server import Handler, HTTPServer, Request, Response, text_response
+from node.local_call import LocalRoute
 from node.log import log_event
+from node.membership import advertised_host
 from node.signing import RequestSigner, SignatureVerifier
 from node.supervisor import ServiceFn, supervise
 
@@ -76,12 +78,27 @@ class Node:
             log_event(log, "internal.reject", rid=request.request_id, reason=reason,
                       client=request.client, path=request.raw_path)
             return text_response(401, f"{reason}\n")
+        return await self.internal_route(request)
+
+    async def internal_route(self, request: Request) -> Response:
+        """The internal handler past the signature check; requests from this node
+        itself come here directly (:mod:`node.local_call`)."""
+        first = request.path.split("/", 2)[1] if request.path.startswith("/") else ""
         route = self.internal_routes.get(first)
         if route is not None:
             return await route(request)
         if self.internal_default is not None:
             return await self.internal_default(request)
         return text_response(404, "Not Found\n")
+
+    def _serve_self_locally(self) -> None:
+        """Let this node's own client reach its internal port without a socket."""
+        try:
+            host = advertised_host(self.config)
+        except ConfigError:
+            return  # no address peers use for us, so nothing to recognise
+        address = f"[{host}]:{self.internal_port}" if ":" in host else f"{host}:{self.internal_port}"
+        self.client.local[(host, self.internal_port)] = LocalRoute(self.internal_route, address)
 
     async def public_with_health(self, request: Request) -> Response:
         if request.path == "/healthcheck":
@@ -100,6 +117,7 @@ class Node:
         self._servers = [internal, public]
         async with trio.open_nursery() as nursery:
             self.internal_port = await nursery.start(internal.serve)
+            self._serve_self_locally()
             self.public_port = await nursery.start(public.serve)
             for name, fn in self.services:
                 nursery.start_soon(supervise, name, fn)

@@ -36,6 +36,7 @@ import trio
 from node.headers import Headers, encode_headers
 from node.http_server import (DIRECT_BODY, READ_SIZE, SMALL_RESPONSE, SocketIO, direct_reader,
                               receive_past_h11, tune_tcp)
+from node.local_call import LocalCallError, LocalCallTimeout, LocalRoute
 from node.log import request_id
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "REPLICATE"})
@@ -359,6 +360,8 @@ class HTTPClient:
         self.signer = signer
         self._idle: dict[tuple[str, int], list[_PooledConnection]] = {}
         self._buf = memoryview(bytearray(READ_SIZE))
+        #: peers served in this process (:mod:`node.local_call`), by address
+        self.local: dict[tuple[str, int], LocalRoute] = {}
 
     async def _connect(self, key: tuple[str, int], timeout: float) -> _PooledConnection:
         with trio.move_on_after(timeout) as scope:
@@ -428,6 +431,10 @@ class HTTPClient:
         sat idle; for idempotent methods the request is then sent once more
         on a new connection.
         """
+        route = self.local.get((host, port))
+        if route is not None:
+            return await self._request_local(route, method, target, headers, body,
+                                             timeouts or self.timeouts, max_response_bytes)
         if not isinstance(headers, list):
             headers = list(headers)
         try:
@@ -438,6 +445,22 @@ class HTTPClient:
                 raise
         return await self._request_once(method, host, port, target, headers, body, timeouts,
                                         max_response_bytes, fresh=True)
+
+    @staticmethod
+    async def _request_local(route: LocalRoute, method: str, target: str,
+                             headers: Iterable[tuple[str, str]], body: bytes, timeouts: Timeouts,
+                             max_response_bytes: int) -> ClientResponse:
+        try:
+            status, resp_headers, resp_body = await route.request(
+                method, target, headers, body, timeout=timeouts.node,
+                max_response_bytes=max_response_bytes)
+        except LocalCallTimeout as exc:
+            raise BackendTimeout(str(exc)) from exc
+        except LocalCallError as exc:
+            raise BackendError(str(exc)) from exc
+        resp = ClientResponse(status, resp_headers, None)
+        resp.body = resp_body
+        return resp
 
     async def _request_once(self, method: str, host: str, port: int, target: str,
                             headers: list[tuple[str, str]], body: bytes,

@@ -236,7 +236,7 @@ class Request:
     __slots__ = (
         "method", "target", "raw_path", "path", "query_string", "query",
         "headers", "request_id", "client", "content_length", "chunked",
-        "_conn", "_body_done", "_broken", "bytes_in", "context", "http_version",
+        "_conn", "_body_done", "_broken", "bytes_in", "context", "http_version", "_local_body",
     )
 
     def __init__(self, method: str, target: str, headers: Headers, request_id: str,
@@ -262,6 +262,17 @@ class Request:
         self.bytes_in = 0
         #: free slot for handlers and middleware (auth results and the like)
         self.context: dict = {}
+        self._local_body: bytes | None = None
+
+    @classmethod
+    def in_process(cls, method: str, target: str, headers: Headers, request_id: str,
+                   body: bytes) -> Request:
+        """A request that never crossed a socket (:mod:`node.local_call`), carrying ``body``."""
+        request = cls(method, target, headers, request_id, "local", None)
+        if body:
+            request._local_body = body
+            request._body_done = False
+        return request
 
     @property
     def query_list(self) -> list[tuple[str, str]]:
@@ -292,7 +303,12 @@ class Request:
         if self._body_done:
             return
         conn = self._conn
-        assert conn is not None
+        if conn is None:
+            body, self._local_body = self._local_body or b"", None
+            self._body_done = True
+            self.bytes_in += len(body)
+            yield body
+            return
         h = conn.h11
         if h.they_are_waiting_for_100_continue:
             await conn.send_all(h.send(h11.InformationalResponse(status_code=100, headers=[])))
@@ -701,14 +717,7 @@ class HTTPServer:
             status = 499 if response is None else status
             return False
         finally:
-            # Background chatter (heartbeats) asks to be logged at debug level.
-            level = logging.DEBUG if request.context.get("quiet") else logging.INFO
-            if log.isEnabledFor(level):
-                log_event(log, "http.request", level, server=self.name, rid=rid, method=method,
-                          path=request.raw_path, status=status, bytes_in=request.bytes_in,
-                          bytes_out=response.bytes_out if response else 0,
-                          ms=round((time.perf_counter() - started) * 1000, 2),
-                          client=conn.client)
+            log_request(self.name, request, status, response, started)
 
     def _can_drain(self, request: Request) -> bool:
         """Whether the unread rest of a body is worth reading to keep the connection."""
@@ -733,25 +742,11 @@ class HTTPServer:
 
     def _response_event(self, request: Request, response: Response,
                         close: bool) -> h11.Response:
-        body = response.body
-        status = response.status
-        headers = encode_headers(response.headers)
-        has_length = False
-        for name, _ in headers:
-            if name.lower() == b"content-length":
-                has_length = True
-                break
-        headers.append((b"X-Trans-Id", request.request_id.encode("latin-1")))
-        if not has_length:
-            if isinstance(body, _BODY_TYPES):
-                if status >= 200 and status not in (204, 304):
-                    headers.append((b"Content-Length", b"%d" % len(body)))
-            elif response.content_length is not None:
-                headers.append((b"Content-Length", b"%d" % response.content_length))
+        headers = response_head(request, response)
         if close:
             headers.append((b"Connection", b"close"))
-        return h11.Response(status_code=status, headers=headers,
-                            reason=_REASONS.get(status, b""))
+        return h11.Response(status_code=response.status, headers=headers,
+                            reason=_REASONS.get(response.status, b""))
 
     async def _send_response(self, conn: _Connection, request: Request, response: Response) -> bool:
         h = conn.h11
@@ -763,7 +758,7 @@ class HTTPServer:
             # Invalid status or header (a CR/LF smuggled into a value, say):
             # the handler's fault, so the client gets a 500, not a hang-up.
             log_event(log, "http.bad_response", rid=request.request_id, error=str(exc))
-            await _close_iterable(response.body)
+            await close_body(response.body)
             response.status = 500
             response.headers = []
             response.body = b"Internal Server Error\n"
@@ -773,7 +768,7 @@ class HTTPServer:
         try:
             head = h.send(event)
             if request.method == "HEAD" or response.status in (204, 304):
-                await _close_iterable(body)
+                await close_body(body)
                 await conn.send_all(head + h.send(h11.EndOfMessage()))
             elif isinstance(body, _BODY_TYPES):
                 pieces = h.send_with_data_passthrough(h11.Data(data=body)) if body else []
@@ -798,16 +793,10 @@ class HTTPServer:
                            body: AsyncIterable[bytes] | Iterable[bytes]) -> None:
         h = conn.h11
         try:
-            if hasattr(body, "__aiter__"):
-                async for chunk in body:  # type: ignore[union-attr]
-                    if chunk:
-                        await conn.send_pieces(h.send_with_data_passthrough(h11.Data(data=chunk)))
-                        response.bytes_out += len(chunk)
-            else:
-                for chunk in body:  # type: ignore[union-attr]
-                    if chunk:
-                        await conn.send_pieces(h.send_with_data_passthrough(h11.Data(data=chunk)))
-                        response.bytes_out += len(chunk)
+            async for chunk in iter_chunks(body):
+                if chunk:
+                    await conn.send_pieces(h.send_with_data_passthrough(h11.Data(data=chunk)))
+                    response.bytes_out += len(chunk)
         except (ClientDisconnected, h11.LocalProtocolError):
             raise
         except Exception as exc:
@@ -817,7 +806,40 @@ class HTTPServer:
             log.exception("response body failed", extra={"rid": request.request_id})
             raise ClientDisconnected(f"response body failed: {exc}") from exc
         finally:
-            await _close_iterable(body)
+            await close_body(body)
+
+
+def log_request(server: str, request: Request, status: int, response: Response | None,
+                started: float) -> None:
+    """The one log line per request (background chatter such as heartbeats asks,
+    through ``request.context["quiet"]``, to be logged at debug level)."""
+    level = logging.DEBUG if request.context.get("quiet") else logging.INFO
+    if log.isEnabledFor(level):
+        log_event(log, "http.request", level, server=server, rid=request.request_id,
+                  method=request.method, path=request.raw_path, status=status,
+                  bytes_in=request.bytes_in, bytes_out=response.bytes_out if response else 0,
+                  ms=round((time.perf_counter() - started) * 1000, 2), client=request.client)
+
+
+def response_head(request: Request, response: Response) -> list[tuple[bytes, bytes]]:
+    """The headers a response goes out with: the handler's, ``X-Trans-Id``, and
+    ``Content-Length`` where the handler left it to the server."""
+    body = response.body
+    status = response.status
+    headers = encode_headers(response.headers)
+    has_length = False
+    for name, _ in headers:
+        if name.lower() == b"content-length":
+            has_length = True
+            break
+    headers.append((b"X-Trans-Id", request.request_id.encode("latin-1")))
+    if not has_length:
+        if isinstance(body, _BODY_TYPES):
+            if status >= 200 and status not in (204, 304):
+                headers.append((b"Content-Length", b"%d" % len(body)))
+        elif response.content_length is not None:
+            headers.append((b"Content-Length", b"%d" % response.content_length))
+    return headers
 
 
 def direct_reader(h: h11.Connection) -> object | None:
@@ -864,7 +886,18 @@ async def receive_past_h11(reader: object,
     return chunk
 
 
-async def _close_iterable(body: object) -> None:
+async def iter_chunks(body: AsyncIterable[bytes] | Iterable[bytes]) -> AsyncIterator[bytes]:
+    """The chunks of a body given as an async or a plain iterable."""
+    if hasattr(body, "__aiter__"):
+        async for chunk in body:  # type: ignore[union-attr]
+            yield chunk
+    else:
+        for chunk in body:  # type: ignore[union-attr]
+            yield chunk
+
+
+async def close_body(body: object) -> None:
+    """Release a response body that will not be (fully) sent."""
     aclose = getattr(body, "aclose", None)
     if aclose is not None:
         with trio.CancelScope(shield=True):

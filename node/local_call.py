@@ -1,0 +1,139 @@
+"""Requests from a node to itself, served without a socket.
+
+With four nodes and three replicas, a proxy finds one of its own devices
+among the primaries of about three objects in four, and an object server
+sends a share of its container updates to its own node's container replica.
+Over loopback each such request pays for both ends of an HTTP exchange --
+a head built, sent, parsed and validated twice (request and response), a
+signature made and checked, four socket calls and the wake-ups between two
+tasks -- although it never leaves the process.  :class:`LocalRoute` hands it
+straight to the node's internal handler instead, the way
+:class:`node.http_server.HTTPServer` would once it had parsed it:
+
+* the handler gets the same :class:`~node.http_server.Request` (headers
+  encoded as the client would send them and decoded as the server would
+  read them, a ``Content-Length`` for the body, the caller's request id);
+* the caller gets the headers the server would have sent (``X-Trans-Id``,
+  ``Content-Length``) and the whole body, bounded like
+  :meth:`node.http_client.ClientResponse.read`; ``HEAD``, ``204`` and
+  ``304`` bring no body;
+* a handler's ``BadRequest`` is a ``400``, its crash a logged ``500``, and
+  the request gets its one ``http.request`` log line (``server: "local"``);
+* the caller's per-step timeout bounds the whole call
+  (:class:`~node.http_client.BackendTimeout`, as for a peer that does not
+  answer), and header values that could not go on the wire are refused
+  the same way (:class:`~node.http_client.BackendError`).
+
+The one thing left out on purpose is the internal-RPC signature: the
+request does not cross anything an attacker could reach.  Only whole small
+exchanges (:meth:`node.http_client.HTTPClient.request`) come this way;
+streamed bodies keep their sockets, whose buffers let both ends run at
+their own pace (and a local replica costs a large PUT little: measured).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from node.headers import Headers, encode_headers
+from node.http_server import (BadRequest, Handler, Request, Response, close_body, iter_chunks,
+                              log_request, new_request_id, response_head, text_response)
+from node.log import request_id
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+log = logging.getLogger("peerstack.http")
+
+#: what HTTP allows in a header name (RFC 9110 ``token``)
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: bytes no header value may carry on the wire
+_FORBIDDEN = re.compile(rb"[\r\n\x00]")
+_BYTES = (bytes, bytearray, memoryview)
+
+
+class LocalCallError(Exception):
+    """The request could not have been sent (a bad header), or the answer broke its bounds."""
+
+
+class LocalCallTimeout(LocalCallError):
+    """The handler did not answer within the caller's timeout."""
+
+
+class LocalRoute:
+    """This node's internal handler, callable without a socket."""
+
+    def __init__(self, handler: Handler, host_header: str) -> None:
+        self.handler = handler
+        self.host_header = host_header
+
+    async def request(self, method: str, target: str, headers: Iterable[tuple[str, str]],
+                      body: bytes, *, timeout: float,
+                      max_response_bytes: int) -> tuple[int, Headers, bytes]:
+        """Serve one request in-process: ``(status, headers, body)`` as a peer would answer."""
+        raw = [(b"Host", self.host_header.encode("latin-1"))]
+        raw += encode_headers(headers)
+        for name, value in raw:
+            if not _TOKEN.fullmatch(name) or _FORBIDDEN.search(value):
+                raise LocalCallError(f"cannot send {method} {target!r}: bad header {name!r}")
+        names = {name.lower() for name, _ in raw}
+        if (body or method in ("PUT", "POST")) and b"content-length" not in names:
+            raw.append((b"Content-Length", b"%d" % len(body)))
+        hdrs = Headers(raw)
+        rid = hdrs.get("x-trans-id") or request_id.get() or new_request_id()
+        try:
+            request = Request.in_process(method, target, hdrs, rid, body)
+        except (UnicodeDecodeError, ValueError) as exc:
+            return 400, Headers([]), f"bad request line or headers: {exc}\n".encode()
+        started = time.perf_counter()
+        response: Response | None = None
+        status = 500
+        try:
+            with trio.move_on_after(timeout) as scope:
+                try:
+                    response = await self.handler(request)
+                except BadRequest as exc:
+                    response = text_response(400, f"{exc}\n")
+                except Exception:
+                    log.exception("handler crashed", extra={"rid": rid})
+                    response = text_response(500, "Internal Server Error\n")
+                status = response.status
+                data = await _collect(response, method, max_response_bytes)
+            if scope.cancelled_caught:
+                status = 504
+                raise LocalCallTimeout(f"{method} {target!r} took over {timeout} s")
+            return status, Headers(response_head(request, response)), data
+        finally:
+            log_request("local", request, status, response, started)
+
+
+async def _collect(response: Response, method: str, limit: int) -> bytes:
+    """The whole response body, as the caller would have read it off the wire."""
+    body = response.body
+    if method == "HEAD" or response.status in (204, 304):
+        await close_body(body)
+        return b""
+    if isinstance(body, _BYTES):
+        data = bytes(body)
+        size = len(data)
+    else:
+        parts: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in iter_chunks(body):
+                size += len(chunk)
+                if size > limit:
+                    break
+                parts.append(bytes(chunk))
+        finally:
+            await close_body(body)
+        data = b"".join(parts)
+    if size > limit:
+        raise LocalCallError(f"response body over {limit} bytes")
+    response.bytes_out = len(data)
+    return data
