@@ -91,14 +91,14 @@ class Node:
             return await self.internal_default(request)
         return text_response(404, "Not Found\n")
 
-    def _serve_self_locally(self) -> None:
+    def _serve_self_locally(self, nursery: trio.Nursery) -> None:
         """Let this node's own client reach its internal port without a socket."""
         try:
             host = advertised_host(self.config)
         except ConfigError:
             return  # no address peers use for us, so nothing to recognise
         address = f"[{host}]:{self.internal_port}" if ":" in host else f"{host}:{self.internal_port}"
-        self.client.local[(host, self.internal_port)] = LocalRoute(self.internal_route, address)
+        self.client.local[(host, self.internal_port)] = LocalRoute(self.internal_route, address, nursery)
 
     async def public_with_health(self, request: Request) -> Response:
         if request.path == "/healthcheck":
@@ -117,7 +117,7 @@ class Node:
         self._servers = [internal, public]
         async with trio.open_nursery() as nursery:
             self.internal_port = await nursery.start(internal.serve)
-            self._serve_self_locally()
+            self._serve_self_locally(nursery)
             self.public_port = await nursery.start(public.serve)
             for name, fn in self.services:
                 nursery.start_soon(supervise, name, fn)

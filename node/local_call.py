@@ -19,10 +19,11 @@ straight to the node's internal handler instead, the way
   ``304`` bring no body;
 * a handler's ``BadRequest`` is a ``400``, its crash a logged ``500``, and
   the request gets its one ``http.request`` log line (``server: "local"``);
-* the caller's per-step timeout bounds the whole call
+* the caller's per-step timeout bounds its wait for the answer
   (:class:`~node.http_client.BackendTimeout`, as for a peer that does not
-  answer), and header values that could not go on the wire are refused
-  the same way (:class:`~node.http_client.BackendError`).
+  answer) but not the handler, which runs on in the node's nursery as it
+  would in the node's server; header values that could not go on the
+  wire are refused the same way (:class:`~node.http_client.BackendError`).
 
 The one thing left out on purpose is the internal-RPC signature: the
 request does not cross anything an attacker could reach.  Only whole small
@@ -66,11 +67,18 @@ class LocalCallTimeout(LocalCallError):
 
 
 class LocalRoute:
-    """This node's internal handler, callable without a socket."""
+    """This node's internal handler, callable without a socket.
 
-    def __init__(self, handler: Handler, host_header: str) -> None:
+    Handlers run as tasks of ``nursery`` (the node's), not of the caller:
+    as with a peer over a socket, a caller that times out or is cancelled
+    stops waiting, while the handler finishes what it started (an object
+    stored still gets its container update or its async pending).
+    """
+
+    def __init__(self, handler: Handler, host_header: str, nursery: trio.Nursery) -> None:
         self.handler = handler
         self.host_header = host_header
+        self.nursery = nursery
 
     async def request(self, method: str, target: str, headers: Iterable[tuple[str, str]],
                       body: bytes, *, timeout: float,
@@ -90,37 +98,54 @@ class LocalRoute:
             request = Request.in_process(method, target, hdrs, rid, body)
         except (UnicodeDecodeError, ValueError) as exc:
             return 400, Headers([]), f"bad request line or headers: {exc}\n".encode()
+        answer: list[tuple[Response, bytes | None]] = []
+        done = trio.Event()
+
+        async def serve() -> None:
+            try:
+                answer.append(await self._serve(request, max_response_bytes))
+            finally:
+                done.set()
+
+        self.nursery.start_soon(serve)
+        with trio.move_on_after(timeout):
+            await done.wait()
+        if not answer:
+            raise LocalCallTimeout(f"{method} {target!r}: no answer within {timeout} s")
+        response, data = answer[0]
+        if data is None:
+            raise LocalCallError(f"response body over {max_response_bytes} bytes")
+        return response.status, Headers(response_head(request, response)), data
+
+    async def _serve(self, request: Request, limit: int) -> tuple[Response, bytes | None]:
+        """Run the handler as the HTTP server would; the body read whole (``None``
+        past ``limit`` bytes)."""
         started = time.perf_counter()
         response: Response | None = None
         status = 500
         try:
-            with trio.move_on_after(timeout) as scope:
-                try:
-                    response = await self.handler(request)
-                except BadRequest as exc:
-                    response = text_response(400, f"{exc}\n")
-                except Exception:
-                    log.exception("handler crashed", extra={"rid": rid})
-                    response = text_response(500, "Internal Server Error\n")
-                status = response.status
-                data = await _collect(response, method, max_response_bytes)
-            if scope.cancelled_caught:
-                status = 504
-                raise LocalCallTimeout(f"{method} {target!r} took over {timeout} s")
-            return status, Headers(response_head(request, response)), data
+            try:
+                response = await self.handler(request)
+            except BadRequest as exc:
+                response = text_response(400, f"{exc}\n")
+            except Exception:
+                log.exception("handler crashed", extra={"rid": request.request_id})
+                response = text_response(500, "Internal Server Error\n")
+            status = response.status
+            return response, await _collect(response, request.method, limit)
         finally:
             log_request("local", request, status, response, started)
 
 
-async def _collect(response: Response, method: str, limit: int) -> bytes:
-    """The whole response body, as the caller would have read it off the wire."""
+async def _collect(response: Response, method: str, limit: int) -> bytes | None:
+    """The whole response body as the caller would read it off the wire; ``None``
+    once it grows past ``limit``."""
     body = response.body
     if method == "HEAD" or response.status in (204, 304):
         await close_body(body)
         return b""
     if isinstance(body, _BYTES):
         data = bytes(body)
-        size = len(data)
     else:
         parts: list[bytes] = []
         size = 0
@@ -128,12 +153,10 @@ async def _collect(response: Response, method: str, limit: int) -> bytes:
             async for chunk in iter_chunks(body):
                 size += len(chunk)
                 if size > limit:
-                    break
+                    return None
                 parts.append(bytes(chunk))
         finally:
             await close_body(body)
         data = b"".join(parts)
-    if size > limit:
-        raise LocalCallError(f"response body over {limit} bytes")
     response.bytes_out = len(data)
-    return data
+    return data if len(data) <= limit else None

@@ -164,22 +164,40 @@ def machine() -> dict:
 # -- processes -------------------------------------------------------------------
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants (0 once they are gone)."""
-    total = 0
+def _tree(pid: int) -> Iterator[int]:
+    """``pid`` and all its descendants that are still there."""
     stack = [pid]
     while stack:
         p = stack.pop()
         try:
-            status = Path(f"/proc/{p}/status").read_text()
             children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
         except OSError:
             continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
+        yield p
         stack.extend(int(c) for c in children)
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and all its descendants (0 once they are gone)."""
+    total = 0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
     return total
+
+
+def cluster_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system, every thread) used so far by the trees of ``pids``."""
+    ticks = 0
+    for root in pids:
+        for p in _tree(root):
+            with contextlib.suppress(OSError):
+                # the fields after the parenthesised command name; utime and stime are 14 and 15
+                fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class ProcessGroup:
@@ -251,6 +269,8 @@ class Target:
     #: the pid whose process tree serves the public API (its RSS is reported)
     proxy_pid: int
     processes: int
+    #: roots of every process tree of the cluster (their CPU time is reported)
+    pids: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -284,7 +304,8 @@ def peerstack_cluster(root: Path, workers: int) -> Iterator[Target]:
         yield Target("peerstack", f"{first.public_url}/auth/v1.0", f"{admin.project}:{admin.user}",
                      admin.password, first.public_url,
                      key_pair(layout.cluster, admin.project, admin.user), procs[0].proc.pid,
-                     processes=len(procs) * workers)
+                     processes=len(procs) * workers,
+                     pids=[p.proc.pid for p in procs if p.proc is not None])
     finally:
         for proc in procs:
             proc.stop()
@@ -441,7 +462,8 @@ def swift_cluster(root: Path, venv: Path) -> Iterator[Target]:
         wait_for(lambda: http_ok(f"{url}/auth/v1.0", {"X-Auth-User": "bench:bench", "X-Auth-Key": key}),
                  "swift tempauth (memcached)", 30, group)
         yield Target("swift", f"{url}/auth/v1.0", "bench:bench", key, url, ("bench:bench", key),
-                     proxy.pid, processes=len(group.procs) + 13)  # + each server's forked worker
+                     proxy.pid, processes=len(group.procs) + 13,  # + each server's forked worker
+                     pids=[p.pid for p in group.procs])
     finally:
         group.stop()
 
@@ -455,8 +477,14 @@ async def _sample_rss(pid: int, peak: list[int]) -> None:
         await trio.sleep(0.1)
 
 
-async def _in_container(target: Target, args: argparse.Namespace, work: Callable) -> dict:
-    """Log in, make a fresh container, ``await work(ep, container, report)``, empty it."""
+async def _in_container(target: Target, args: argparse.Namespace, work: Callable,
+                        cpu_key: str) -> dict:
+    """Log in, make a fresh container, ``await work(ep, container, report)``, empty it.
+
+    The result also says, as ``cpu_key``, how many CPU seconds the whole
+    cluster spent on ``work``: throughput on a shared two-core machine is
+    partly luck, CPU per operation much less so.
+    """
     def report(line: str) -> None:
         progress(f"{target.name}: {line}")
 
@@ -467,7 +495,10 @@ async def _in_container(target: Target, args: argparse.Namespace, work: Callable
         resp = await ep.call("PUT", container)
         if resp.status // 100 != 2:
             raise RuntimeError(f"{target.name}: container PUT answered {resp.status}")
+        cpu_before = cluster_cpu(target.pids)
         result = await work(ep, container, report)
+        result[cpu_key] = round(cluster_cpu(target.pids) - cpu_before, 2)
+        report(f"{cpu_key}: {result[cpu_key]}")
         await bench_swift.empty_containers(ep, [container], args.concurrency)
     finally:
         await client.aclose()
@@ -477,7 +508,7 @@ async def _in_container(target: Target, args: argparse.Namespace, work: Callable
 def small_phase(target: Target, args: argparse.Namespace) -> dict:
     async def work(ep, container, report) -> dict:
         return await bench_swift.small_objects(ep, container, args.count, args.concurrency, report)
-    return trio.run(_in_container, target, args, work)
+    return trio.run(_in_container, target, args, work, "cpu_s_small")
 
 
 def large_phase(target: Target, args: argparse.Namespace) -> dict:
@@ -492,22 +523,23 @@ def large_phase(target: Target, args: argparse.Namespace) -> dict:
         report(f"peak RSS of the proxy's processes during the large transfers: "
                f"{result['proxy_peak_rss_mb']} MB")
         return result
-    return trio.run(_in_container, target, args, work)
+    return trio.run(_in_container, target, args, work, "cpu_s_large")
 
 
 def listing_phase(target: Target, args: argparse.Namespace) -> dict:
     async def work(ep, container, report) -> dict:
         return {"listing": await bench_swift.listing(ep, container, args.list_count,
                                                      args.concurrency, report)}
-    return trio.run(_in_container, target, args, work)
+    return trio.run(_in_container, target, args, work, "cpu_s_listing")
 
 
 def best_large(rounds: list[dict]) -> dict:
-    """The best PUT and GET over the rounds, and the worst peak RSS."""
+    """The best PUT and GET over the rounds, the worst peak RSS, the mean CPU per round."""
     best: dict = {"large_rounds": rounds}
     for key in ("put_large", "get_large"):
         best[key] = max((r[key] for r in rounds), key=lambda m: m["mb_per_s"])
     best["proxy_peak_rss_mb"] = max(r["proxy_peak_rss_mb"] for r in rounds)
+    best["cpu_s_large"] = round(sum(r["cpu_s_large"] for r in rounds) / len(rounds), 2)
     return best
 
 
@@ -614,6 +646,8 @@ ROWS = [
     ("listing s", ("listing", "seconds"), False),
     ("S3 4 KiB PUT ops/s", ("s3_put_4k", "ops_per_s"), True),
     ("S3 4 KiB GET ops/s", ("s3_get_4k", "ops_per_s"), True),
+    ("CPU s, 4 KiB verbs", ("cpu_s_small",), False),
+    ("CPU s, large PUT+GET", ("cpu_s_large",), False),
 ]
 
 

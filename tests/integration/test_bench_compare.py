@@ -24,6 +24,8 @@ def test_quick_peerstack_only(tmp_path, capsys) -> None:
     assert ours["put_large"] in [r["put_large"] for r in ours["large_rounds"]]
     assert ours["listing"]["objects"] == 200
     assert ours["proxy_peak_rss_mb"] > 0
+    # the cluster's CPU seconds per phase (the four node processes did the work)
+    assert ours["cpu_s_small"] > 0 and ours["cpu_s_large"] > 0 and ours["cpu_s_listing"] > 0
     assert doc["swift"] is None and doc["targets"] == {}
     assert set(doc["limits"]) == {"loopback_tcp_mb_per_s", "disk_write_fsync_mb_per_s", "md5_mb_per_s",
                                   "lowest_mb_per_s"}

@@ -20,9 +20,9 @@ OBJ = quote("d1", 3, "a", "c", "o")
 VARYING = {"date", "connection", "x-trans-id"}
 
 
-def local_client(store: Store) -> HTTPClient:
+def local_client(store: Store, nursery: trio.Nursery) -> HTTPClient:
     client = HTTPClient()
-    client.local[(HOST, store.port)] = LocalRoute(store.server, f"{HOST}:{store.port}")
+    client.local[(HOST, store.port)] = LocalRoute(store.server, f"{HOST}:{store.port}", nursery)
     return client
 
 
@@ -40,8 +40,8 @@ def comparable(headers) -> dict[str, str]:
     return {k: v for k, v in headers.items() if k not in VARYING}
 
 
-async def test_local_calls_answer_as_the_socket_does(store: Store) -> None:
-    local = local_client(store)
+async def test_local_calls_answer_as_the_socket_does(store: Store, nursery: trio.Nursery) -> None:
+    local = local_client(store, nursery)
     body = os.urandom(70_000)
     t = Timestamp(time.time()).internal
     put = await local.request("PUT", HOST, store.port, OBJ,
@@ -69,8 +69,8 @@ async def test_local_calls_answer_as_the_socket_does(store: Store) -> None:
         assert 400 <= loc.status < 600
 
 
-async def test_local_calls_refuse_what_the_wire_would(store: Store) -> None:
-    local = local_client(store)
+async def test_local_calls_refuse_what_the_wire_would(store: Store, nursery: trio.Nursery) -> None:
+    local = local_client(store, nursery)
     for client in (store.client, local):
         with pytest.raises(BackendError):
             await client.request("GET", HOST, store.port, OBJ, [("X-Evil", "a\r\nX-Injected: 1")])
@@ -84,13 +84,17 @@ async def test_local_calls_refuse_what_the_wire_would(store: Store) -> None:
             await client.request("GET", HOST, store.port, OBJ, max_response_bytes=4096)
 
 
-async def test_local_handler_failures_and_timeouts() -> None:
+async def test_local_handler_failures_and_timeouts(nursery: trio.Nursery) -> None:
+    """Failures answer as the server would; a caller that stops waiting (timeout,
+    cancellation) leaves the handler running to its end, as a socket would."""
     seen: list[Request] = []
+    finished: list[str] = []
 
     async def handler(request: Request) -> Response:
         seen.append(request)
         if request.path == "/slow":
-            await trio.sleep(5)
+            await trio.sleep(0.5)
+            finished.append(request.path)
         if request.path == "/crash":
             raise RuntimeError("boom")
         if request.path == "/bad":
@@ -98,7 +102,7 @@ async def test_local_handler_failures_and_timeouts() -> None:
         return text_response(200, (await request.read_body()).decode())
 
     client = HTTPClient(timeouts=Timeouts(connect=1, node=0.2))
-    client.local[("10.0.0.9", 6200)] = LocalRoute(handler, "10.0.0.9:6200")
+    client.local[("10.0.0.9", 6200)] = LocalRoute(handler, "10.0.0.9:6200", nursery)
     r = await client.request("POST", "10.0.0.9", 6200, "/echo?x=1", [("X-Trans-Id", "tx-mine")], b"hello")
     assert (r.status, r.body, r.headers["x-trans-id"]) == (200, b"hello", "tx-mine")
     assert r.headers["content-length"] == "5"
@@ -110,4 +114,8 @@ async def test_local_handler_failures_and_timeouts() -> None:
     started = time.monotonic()
     with pytest.raises(BackendTimeout):
         await client.request("GET", "10.0.0.9", 6200, "/slow")
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 0.4 and finished == []
+    with trio.move_on_after(0.05):
+        await client.request("GET", "10.0.0.9", 6200, "/slow")
+    await trio.sleep(0.7)
+    assert finished == ["/slow", "/slow"]
