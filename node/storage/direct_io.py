@@ -19,13 +19,15 @@ allocation does) and writes whole buffers; the last partial block is written
 after ``O_DIRECT`` is switched off on the descriptor, and the caller's
 ``fsync`` then covers both.  :class:`AlignedReader` reads the aligned blocks
 around any range and copies out the range.  Filesystems that refuse
-``O_DIRECT`` (tmpfs on older kernels) fall back to ordinary buffered I/O.
+``O_DIRECT`` (tmpfs on older kernels), or take the flag and then refuse the
+I/O (``EINVAL``), get ordinary buffered I/O.
 
 Everything here blocks; callers run it in worker threads.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import mmap
 import os
@@ -68,6 +70,21 @@ class StagedWriter:
         self._buf = mmap.mmap(-1, STAGE_SIZE)
         self._view = memoryview(self._buf)
         self._fill = 0
+        self._direct = True
+
+    def _put(self, view: memoryview) -> None:
+        """Write ``view`` (aligned while direct); a filesystem that took the flag
+        but refuses the I/O (``EINVAL``), or a short write, turns the rest buffered."""
+        if self._direct:
+            try:
+                view = view[os.write(self.fd, view):]
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+            if view:
+                self._direct = False
+                set_direct(self.fd, False)
+        _write_all(self.fd, view)
 
     @classmethod
     def open(cls, fd: int) -> StagedWriter | None:
@@ -81,16 +98,18 @@ class StagedWriter:
             self._fill += n
             src = src[n:]
             if self._fill == STAGE_SIZE:
-                _write_all(self.fd, self._view)
+                self._put(self._view)
                 self._fill = 0
 
     def finish(self) -> None:
         """Write what is staged: whole blocks directly, the partial one buffered."""
         whole = self._fill - self._fill % ALIGN
         if whole:
-            _write_all(self.fd, self._view[:whole])
+            self._put(self._view[:whole])
         if self._fill > whole:
-            set_direct(self.fd, False)
+            if self._direct:
+                self._direct = False
+                set_direct(self.fd, False)
             _write_all(self.fd, self._view[whole:self._fill])
         self._fill = 0
 
@@ -110,6 +129,7 @@ class AlignedReader:
         self.fd = fd
         self._buf = mmap.mmap(-1, max_read + 2 * ALIGN)
         self._view = memoryview(self._buf)
+        self._direct = True
 
     @classmethod
     def open(cls, fd: int, max_read: int) -> AlignedReader | None:
@@ -117,10 +137,19 @@ class AlignedReader:
 
     def pread(self, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes at ``offset`` (fewer only at the end of the file)."""
+        if not self._direct:
+            return os.pread(self.fd, length, offset)
         start = offset - offset % ALIGN
         stop = -(-(offset + length) // ALIGN) * ALIGN
-        # A direct read comes back short only at the end of the file.
-        got = os.preadv(self.fd, [self._view[:stop - start]], start)
+        try:
+            # A direct read comes back short only at the end of the file.
+            got = os.preadv(self.fd, [self._view[:stop - start]], start)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self._direct = False  # took the flag, refuses the I/O: read through the cache
+            set_direct(self.fd, False)
+            return os.pread(self.fd, length, offset)
         skip = offset - start
         return bytes(self._view[skip:min(got, skip + length)]) if got > skip else b""
 
