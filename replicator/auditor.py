@@ -53,6 +53,9 @@ class _ObjectCheck:
     def __init__(self, loc: ObjectLocation, obj: OpenObject, name: str) -> None:
         self.loc = loc
         self.obj = obj
+        # An audit pass reads everything once: large objects skip the page
+        # cache rather than evict what readers keep hot there.
+        obj.bypass_cache(READ_CHUNK)
         self.name = name
         self.md5 = hashlib.md5(usedforsecurity=False)
         self.pos = 0
