@@ -51,10 +51,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("peerstack.http")
 
-#: what HTTP allows in a header name (RFC 9110 ``token``)
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-#: bytes no header value may carry on the wire
-_FORBIDDEN = re.compile(rb"[\r\n\x00]")
+# What the wire accepts (RFC 9110, as h11 checks it before sending): a
+# request that could not have gone out over a socket does not go out here.
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+_TARGET = re.compile(rb"[\x21-\x7e]+")
 _BYTES = (bytes, bytearray, memoryview)
 
 
@@ -84,11 +85,20 @@ class LocalRoute:
                       body: bytes, *, timeout: float,
                       max_response_bytes: int) -> tuple[int, Headers, bytes]:
         """Serve one request in-process: ``(status, headers, body)`` as a peer would answer."""
-        raw = [(b"Host", self.host_header.encode("latin-1"))]
-        raw += encode_headers(headers)
+        try:
+            raw = [(b"Host", self.host_header.encode("latin-1")), *encode_headers(headers)]
+        except UnicodeEncodeError as exc:
+            raise LocalCallError(f"cannot send {method} {target!r}: {exc}") from exc
         for name, value in raw:
-            if not _TOKEN.fullmatch(name) or _FORBIDDEN.search(value):
+            if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
                 raise LocalCallError(f"cannot send {method} {target!r}: bad header {name!r}")
+        try:
+            line_ok = bool(_TOKEN.fullmatch(method.encode("ascii"))
+                           and _TARGET.fullmatch(target.encode("latin-1")))
+        except UnicodeEncodeError:
+            line_ok = False
+        if not line_ok:
+            raise LocalCallError(f"cannot send {method} {target!r}: bad request line")
         names = {name.lower() for name, _ in raw}
         if (body or method in ("PUT", "POST")) and b"content-length" not in names:
             raw.append((b"Content-Length", b"%d" % len(body)))

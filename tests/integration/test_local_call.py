@@ -76,6 +76,10 @@ async def test_local_calls_refuse_what_the_wire_would(store: Store, nursery: tri
             await client.request("GET", HOST, store.port, OBJ, [("X-Evil", "a\r\nX-Injected: 1")])
         with pytest.raises(BackendError):
             await client.request("GET", HOST, store.port, OBJ, [("Bad Name", "x")])
+        with pytest.raises(BackendError):
+            await client.request("GET", HOST, store.port, OBJ, [("X-Trailing", "x ")])
+        with pytest.raises(BackendError):
+            await client.request("GET", HOST, store.port, OBJ + " x")
     t = Timestamp(time.time()).internal
     assert (await local.request("PUT", HOST, store.port, OBJ, [("X-Timestamp", t), ("Content-Type", "a/b")],
                               b"x" * 5000)).status == 201
