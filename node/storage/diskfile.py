@@ -302,7 +302,8 @@ class ObjectWriter:
         Each batch's dirty pages are handed to the disk right away
         (``POSIX_FADV_DONTNEED`` starts their writeback without waiting for
         it), so the one ``fsync`` in :meth:`commit` finds little left to do
-        instead of flushing the whole object after the last byte arrived.
+        instead of flushing the whole object after the last byte arrived.  A
+        ``direct`` writer skips the page cache altogether.
         """
         if self._direct is not None:
             for chunk in chunks:
