@@ -17,8 +17,10 @@ straight to the node's internal handler instead, the way
   ``Content-Length``) and the whole body, bounded like
   :meth:`node.http_client.ClientResponse.read`; ``HEAD``, ``204`` and
   ``304`` bring no body;
-* a handler's ``BadRequest`` is a ``400``, its crash a logged ``500``, and
-  the request gets its one ``http.request`` log line (``server: "local"``);
+* a handler's ``BadRequest`` is a ``400``, its crash a logged ``500``, a
+  body that fails midway a broken exchange for the caller
+  (:class:`~node.http_client.BackendError`, where a socket would be cut),
+  and the request gets its one ``http.request`` log line (``server: "local"``);
 * the caller's per-step timeout bounds its wait for the answer
   (:class:`~node.http_client.BackendTimeout`, as for a peer that does not
   answer) but not the handler, which runs on in the node's nursery as it
@@ -109,17 +111,26 @@ class LocalRoute:
         except (UnicodeDecodeError, ValueError) as exc:
             return 400, Headers([]), f"bad request line or headers: {exc}\n".encode()
         answer: list[tuple[Response, bytes | None]] = []
+        broke: list[Exception] = []
         done = trio.Event()
 
         async def serve() -> None:
             try:
                 answer.append(await self._serve(request, max_response_bytes))
+            except Exception as exc:
+                # The body failed after the head was made (a corrupt object
+                # found while reading, say): over a socket the connection would
+                # be cut; here the caller hears of it, and the node runs on.
+                log.exception("response body failed", extra={"rid": rid})
+                broke.append(exc)
             finally:
                 done.set()
 
         self.nursery.start_soon(serve)
         with trio.move_on_after(timeout):
             await done.wait()
+        if broke:
+            raise LocalCallError(f"{method} {target!r}: response body failed: {broke[0]}")
         if not answer:
             raise LocalCallTimeout(f"{method} {target!r}: no answer within {timeout} s")
         response, data = answer[0]

@@ -94,8 +94,14 @@ async def test_local_handler_failures_and_timeouts(nursery: trio.Nursery) -> Non
     seen: list[Request] = []
     finished: list[str] = []
 
+    async def broken_body():
+        yield b"first part"
+        raise OSError("disk went away")
+
     async def handler(request: Request) -> Response:
         seen.append(request)
+        if request.path == "/broken":
+            return Response(200, [], broken_body(), content_length=100)
         if request.path == "/slow":
             await trio.sleep(0.5)
             finished.append(request.path)
@@ -115,6 +121,10 @@ async def test_local_handler_failures_and_timeouts(nursery: trio.Nursery) -> Non
     assert req.query == {"x": "1"} and req.request_id == "tx-mine"
     assert (await client.request("GET", "10.0.0.9", 6200, "/crash")).status == 500
     assert (await client.request("GET", "10.0.0.9", 6200, "/bad")).status == 400
+    # a body that fails midway is a broken exchange for the caller, not a crash of the node
+    with pytest.raises(BackendError):
+        await client.request("GET", "10.0.0.9", 6200, "/broken")
+    assert (await client.request("POST", "10.0.0.9", 6200, "/echo", [], b"still here")).body == b"still here"
     started = time.monotonic()
     with pytest.raises(BackendTimeout):
         await client.request("GET", "10.0.0.9", 6200, "/slow")
