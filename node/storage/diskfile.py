@@ -284,13 +284,17 @@ class ObjectWriter:
     visible; :meth:`abort` (or a crash) leaves only a tmp file behind.
     """
 
-    def __init__(self, loc: ObjectLocation, *, footer: bool = False, direct: bool = False) -> None:
+    def __init__(self, loc: ObjectLocation, *, footer: bool = False,
+                 size: int | None = None) -> None:
         """``footer``: the ETag arrives after the body (:mod:`node.etag_footer`), so
         the body is checked with a CRC-32 instead of being hashed with MD5 here.
-        ``direct``: a large body, written past the page cache (:mod:`node.storage.direct_io`)."""
+        ``size``: the body's length if known; a large body is written past the
+        page cache (:mod:`node.storage.direct_io`), as :meth:`OpenObject.bypass_cache`
+        reads it."""
         self.loc = loc
         self.fd, self.tmp_path = new_tmp_file(loc)
-        self._direct = StagedWriter.open(self.fd) if direct else None
+        large = size is not None and size >= DIRECT_MIN
+        self._direct = StagedWriter.open(self.fd) if large else None
         self.md5 = None if footer else hashlib.md5(usedforsecurity=False)
         self.crc = 0
         self._footer_etag: str | None = None

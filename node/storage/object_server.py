@@ -43,7 +43,6 @@ from node.storage import diskfile
 from node.storage.conditional import (Multipart, evaluate_preconditions, parse_range,
                                       satisfiable_ranges)
 from node.storage.devices import Devices, DeviceUnavailable
-from node.storage.direct_io import DIRECT_MIN
 from node.storage.diskfile import DiskFileError, ObjectLocation, ObjectState, ObjectWriter
 from node.storage.hashes import get_hashes
 from node.storage.httputil import HTTPError, backend_timestamp, is_true, require_timestamp
@@ -381,7 +380,7 @@ class ObjectServer:
                 raise HTTPError(409, "Conflict", backend_timestamp(state.newest))
             if if_none_match is not None and current is not None and if_none_match.strip() == "*":
                 raise HTTPError(412, "Precondition Failed")
-            return ObjectWriter(loc, footer=bool(footer), direct=(length or 0) >= DIRECT_MIN)
+            return ObjectWriter(loc, footer=bool(footer), size=length)
 
         def describe(writer: ObjectWriter, tail: bytes) -> dict[str, str]:
             """The new object's metadata, once its body (and ``tail``, its footer) is in;
