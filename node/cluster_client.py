@@ -13,7 +13,7 @@ data through this one class, so the replication rules live in one place:
   sent to every live backend before the next chunk is read from the caller.
   A backend that breaks mid-body is dropped; below quorum the write aborts
   and the remaining backends see a cut connection, so they store nothing.
-  A body of known length is hashed here, once, and its MD5 and CRC-32
+  A body of known length is hashed here, once, and its MD5 and XXH3-64
   follow it as a footer (:mod:`node.etag_footer`).
 * **Reads** try the primaries in order, then handoffs; the first success is
   used unless an earlier node proved (by ``X-Backend-Timestamp`` on its

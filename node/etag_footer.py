@@ -3,16 +3,23 @@
 An object's ETag is the MD5 of its bytes.  If every replica computed it,
 a 3-replica PUT would spend three MD5 passes (~0.45 CPU-seconds each per
 256 MiB here, the largest single cost of a large PUT).  Instead the proxy,
-which sees every byte once, computes the MD5 and a CRC-32, and sends them
+which sees every byte once, computes the MD5 and an XXH3-64, and sends them
 after the body as a fixed-size *footer*; each object server checks the
-CRC-32 of what it received (zlib's, ~3.5 GB/s here against MD5's ~0.6), so
-a replica never stores bytes other than those the proxy hashed, and stores
-the proxy's MD5 as the ETag.  Later reads and the auditor still verify the
-stored bytes against that MD5.
+XXH3-64 of what it received, so a replica never stores bytes other than
+those the proxy hashed, and stores the proxy's MD5 as the ETag.  Later reads
+and the auditor still verify the stored bytes against that MD5.
+
+Why XXH3-64 for the check: it is only there to catch bytes that changed
+between the proxy and a disk, and it runs four times per PUT (the proxy and
+three replicas).  Measured here per 256 MiB: MD5 0.44 s, zlib's CRC-32
+0.06 s, XXH3-64 0.007 s; with the replicas' check folded into their write's
+thread hop, a 256 MiB PUT went from ~2.5 to ~2.05 CPU-seconds.
+(``google-crc32c`` is as fast but takes only ``bytes``, and received bodies
+arrive as ``bytearray``.)
 
 The request says so with ``X-Backend-Etag-Footer: 64`` and its
 ``Content-Length`` counts the footer too.  The footer is ASCII: 32 hex
-digits of MD5, 8 of CRC-32, spaces up to 64 bytes.  Requests without the
+digits of MD5, 16 of XXH3-64, spaces up to 64 bytes.  Requests without the
 header (replication, or a peer that does not send footers) are hashed by
 the object server as before.
 """
@@ -20,49 +27,52 @@ the object server as before.
 from __future__ import annotations
 
 import hashlib
-import zlib
+
+import xxhash
 
 FOOTER_HEADER = "X-Backend-Etag-Footer"
 FOOTER_BYTES = 64
 
 
 class FooterError(ValueError):
-    """A footer that is malformed, or whose CRC-32 does not match the body."""
+    """A footer that is malformed, or whose check does not match the body."""
+
+
+def body_check() -> xxhash.xxh3_64:
+    """A running check of a body: ``update(chunk)`` (any buffer; releases the
+    GIL on big ones), then ``hexdigest()``."""
+    return xxhash.xxh3_64()
 
 
 class BodyChecksums:
-    """MD5 and CRC-32 of a body fed in pieces (``update`` may run in a worker thread)."""
+    """MD5 and check of a body fed in pieces (``update`` may run in a worker thread)."""
 
-    __slots__ = ("md5", "crc")
+    __slots__ = ("md5", "check")
 
     def __init__(self) -> None:
         self.md5 = hashlib.md5(usedforsecurity=False)
-        self.crc = 0
+        self.check = body_check()
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         self.md5.update(data)
-        self.crc = zlib.crc32(data, self.crc)
+        self.check.update(data)
 
     def footer(self) -> bytes:
-        return f"{self.md5.hexdigest()}{self.crc:08x}".ljust(FOOTER_BYTES).encode("ascii")
+        return f"{self.md5.hexdigest()}{self.check.hexdigest()}".ljust(FOOTER_BYTES).encode("ascii")
 
 
-def crc32_extend(crc: int, data: bytes | bytearray | memoryview) -> int:
-    """The CRC-32 of everything so far, after ``data`` too."""
-    return zlib.crc32(data, crc)
-
-
-def check_footer(raw: bytes, crc: int) -> str:
-    """The MD5 (hex) the footer carries, once its CRC-32 matches ``crc``."""
+def check_footer(raw: bytes, check: xxhash.xxh3_64) -> str:
+    """The MD5 (hex) the footer carries, once its check matches ``check`` (what arrived)."""
     text = raw.decode("ascii", "replace").rstrip(" ")
-    if len(raw) != FOOTER_BYTES or len(text) != 40:
+    if len(raw) != FOOTER_BYTES or len(text) != 48:
         raise FooterError("malformed ETag footer")
-    md5, crc_hex = text[:32], text[32:]
+    md5, sent = text[:32].lower(), text[32:].lower()
     try:
         int(md5, 16)
-        sent = int(crc_hex, 16)
+        int(sent, 16)
     except ValueError:
         raise FooterError("malformed ETag footer") from None
-    if sent != crc:
-        raise FooterError(f"body CRC-32 {crc:08x} does not match the footer's {crc_hex}")
-    return md5.lower()
+    got = check.hexdigest()
+    if sent != got:
+        raise FooterError(f"body XXH3-64 {got} does not match the footer's {sent}")
+    return md5

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.etag_footer import FooterError, check_footer, crc32_extend
+from node.etag_footer import FooterError, body_check, check_footer
 from node.storage.direct_io import DIRECT_MIN, AlignedReader, StagedWriter
 from node.storage.fsutil import fsync_dir, makedirs_durable, unlink_quietly
 from node.storage.timestamp import Timestamp
@@ -287,7 +287,8 @@ class ObjectWriter:
     def __init__(self, loc: ObjectLocation, *, footer: bool = False,
                  size: int | None = None) -> None:
         """``footer``: the ETag arrives after the body (:mod:`node.etag_footer`), so
-        the body is checked with a CRC-32 instead of being hashed with MD5 here.
+        the body is checked with the footer's cheap check instead of being hashed
+        with MD5 here.
         ``size``: the body's length if known; a large body is written past the
         page cache (:mod:`node.storage.direct_io`), as :meth:`OpenObject.bypass_cache`
         reads it."""
@@ -296,7 +297,7 @@ class ObjectWriter:
         large = size is not None and size >= DIRECT_MIN
         self._direct = StagedWriter.open(self.fd) if large else None
         self.md5 = None if footer else hashlib.md5(usedforsecurity=False)
-        self.crc = 0
+        self.check = body_check() if footer else None
         self._footer_etag: str | None = None
         self.size = 0
 
@@ -322,19 +323,23 @@ class ObjectWriter:
             os.posix_fadvise(self.fd, start, self.size - start, os.POSIX_FADV_DONTNEED)
 
     def hash(self, chunks: list[bytes]) -> None:
-        """Feed ``chunks`` to the MD5 (or the CRC-32, with a footer to come); may run
-        in another thread while :meth:`write` does."""
-        if self.md5 is None:
-            for chunk in chunks:
-                self.crc = crc32_extend(self.crc, chunk)
-            return
+        """Feed ``chunks`` to the MD5 (or the footer's check, with a footer to come);
+        may run in another thread while :meth:`write` does."""
+        digest = self.md5 if self.check is None else self.check
         for chunk in chunks:
-            self.md5.update(chunk)
+            digest.update(chunk)
+
+    @property
+    def hash_is_cheap(self) -> bool:
+        """True when :meth:`hash` is only the footer's check (microseconds per MiB):
+        not worth a thread of its own beside :meth:`write`."""
+        return self.check is not None
 
     def take_footer(self, raw: bytes) -> None:
-        """Check the body against the footer's CRC-32 and take its MD5 as the ETag;
+        """Check the body against the footer's check and take its MD5 as the ETag;
         :class:`node.etag_footer.FooterError` if they do not match."""
-        self._footer_etag = check_footer(raw, self.crc)
+        assert self.check is not None
+        self._footer_etag = check_footer(raw, self.check)
 
     @property
     def etag(self) -> str:

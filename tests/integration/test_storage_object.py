@@ -310,9 +310,9 @@ async def test_missing_device_is_507_and_nothing_written(store: Store) -> None:
 
 
 async def test_etag_footer_from_the_proxy(store: Store) -> None:
-    """With X-Backend-Etag-Footer the body ends in the proxy's MD5 and CRC-32: the object
-    server stores that MD5 as the ETag once the CRC-32 of the bytes it got matches, and
-    refuses the PUT (422, nothing stored) when it does not."""
+    """With X-Backend-Etag-Footer the body ends in the proxy's MD5 and XXH3-64: the object
+    server stores that MD5 as the ETag once the XXH3-64 of the bytes it got matches, and
+    refuses the PUT (422, nothing stored) when it does not, or when the footer is not one."""
     from node.etag_footer import FOOTER_BYTES, FOOTER_HEADER, BodyChecksums
 
     def with_footer(data: bytes, corrupt: bool = False) -> bytes:
@@ -338,6 +338,21 @@ async def test_etag_footer_from_the_proxy(store: Store) -> None:
             assert (await store.request("GET", bad)).status == 404
         assert (await put(store, with_footer(data), bad, ETag="0" * 32, **footer))[0] == 422
         assert (await store.request("GET", bad)).status == 404
+    data = os.urandom(100_000)
+    good = with_footer(data)
+    md5, check = good[-64:-32], good[-32:]
+    other_md5 = b"0" * 32 if md5 != b"0" * 32 else b"1" * 32
+    # The MD5 is the proxy's to vouch for (stored as sent); the check is verified.
+    path = quote("d1", 3, "a", "c", "vouched")
+    assert (await put(store, data + other_md5 + check, path, **footer))[0] == 201
+    assert (await store.request("HEAD", path)).headers["etag"] == f'"{other_md5.decode()}"'
+    for i, bad_footer in enumerate((md5 + b"0" * 16 + b" " * 16,      # wrong check
+                                    md5 + b"g" * 16 + b" " * 16,      # not hex
+                                    md5 + check[:8] + b" " * 24,      # a CRC-32-sized check
+                                    b" " * 64)):
+        path = quote("d1", 3, "a", "c", f"badfooter{i}")
+        assert (await put(store, data + bad_footer, path, **footer))[0] == 422, bad_footer
+        assert (await store.request("HEAD", path)).status == 404
     assert (await put(store, b"short", quote("d1", 3, "a", "c", "x"), **footer))[0] == 400
     assert (await put(store, b"x" * 100, quote("d1", 3, "a", "c", "x"),
                       X_Backend_Etag_Footer="32"))[0] == 400
