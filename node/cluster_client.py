@@ -49,7 +49,8 @@ from node.cluster_rings import RingSet
 from node.config import ClusterConfig, NodeConfig
 from node.etag_footer import FOOTER_BYTES, FOOTER_HEADER, BodyChecksums
 from node.headers import Headers
-from node.http_client import BackendError, BackendTimeout, ClientResponse, Exchange, HTTPClient, Timeouts
+from node.http_client import (BackendError, BackendTimeout, ClientResponse, Exchange, HTTPClient,
+                              LocalExchange, Timeouts)
 from node.http_server import ClientDisconnected, iter_chunks
 from node.log import log_event
 from node.storage.timestamp import Timestamp
@@ -306,7 +307,7 @@ class _Putter:
     """One backend receiving an object body."""
 
     node: dict
-    exchange: Exchange
+    exchange: Exchange | LocalExchange
     slot: int
     failed: bool = False
 
@@ -522,7 +523,7 @@ class ClusterClient:
                     target = f"/{urllib.parse.quote(node['device'])}{path}"
                     try:
                         ex = await stack.enter_async_context(
-                            self.client.exchange(node["ip"], node["port"], timeouts=self.timeouts))
+                            self.client.upload(node["ip"], node["port"], timeouts=self.timeouts))
                         early = await ex.start("PUT", target, slot_headers[slot],
                                                content_length=backend_length, expect_continue=expect)
                     except BackendError as exc:

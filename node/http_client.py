@@ -26,8 +26,8 @@ non-blocking calls first, trio's I/O waits only when the kernel says
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import h11
@@ -36,7 +36,7 @@ import trio
 from node.headers import Headers, encode_headers
 from node.http_server import (DIRECT_BODY, READ_SIZE, SMALL_RESPONSE, SocketIO, direct_reader,
                               receive_past_h11, tune_tcp)
-from node.local_call import LocalCallError, LocalCallTimeout, LocalRoute
+from node.local_call import LocalCallError, LocalCallTimeout, LocalRoute, LocalUpload
 from node.log import request_id
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "REPLICATE"})
@@ -155,6 +155,69 @@ class _PooledConnection:
 
     def close(self) -> None:
         self.io.close()
+
+
+@contextmanager
+def _local_errors() -> Iterator[None]:
+    """A local call's failures as the caller's socket failures would be."""
+    try:
+        yield
+    except LocalCallTimeout as exc:
+        raise BackendTimeout(str(exc)) from exc
+    except LocalCallError as exc:
+        raise BackendError(str(exc)) from exc
+
+
+def _local_response(answer: tuple[int, Headers, bytes]) -> ClientResponse:
+    status, headers, body = answer
+    resp = ClientResponse(status, headers, None)
+    resp.body = body
+    return resp
+
+
+class LocalExchange:
+    """:class:`Exchange`'s upload half (``start``, ``send``, ``finish``) with this
+    node's own handler, in-process (:class:`node.local_call.LocalUpload`)."""
+
+    reused = False
+
+    def __init__(self, route: LocalRoute, timeouts: Timeouts) -> None:
+        self._route = route
+        self._timeouts = timeouts
+        self._upload: LocalUpload | None = None
+        self._refusal: ClientResponse | None = None
+
+    async def start(self, method: str, target: str, headers: Iterable[tuple[str, str]] = (),
+                    *, content_length: int | None = None,
+                    expect_continue: bool = False) -> ClientResponse | None:
+        """As :meth:`Exchange.start`."""
+        with _local_errors():
+            self._upload = self._route.upload(method, target, headers, content_length,
+                                              timeout=self._timeouts.node)
+            early = await self._upload.start()
+        if early is not None:
+            self._refusal = _local_response(early)
+        return self._refusal
+
+    async def send(self, data: bytes) -> None:
+        if self._refusal is not None:
+            raise BackendError("peer refused the request body")
+        assert self._upload is not None, "start() first"
+        if data:
+            with _local_errors():
+                await self._upload.send(data)
+
+    async def finish(self) -> ClientResponse:
+        if self._refusal is not None:
+            return self._refusal
+        assert self._upload is not None, "start() first"
+        with _local_errors():
+            return _local_response(await self._upload.finish())
+
+    def abort(self) -> None:
+        """End an unfinished body early (the handler sees its peer go away)."""
+        if self._upload is not None:
+            self._upload.abort()
 
 
 class ClientResponse:
@@ -421,6 +484,23 @@ class HTTPClient:
         if not (ex.reusable and self._checkin(conn)):
             conn.close()
 
+    @asynccontextmanager
+    async def upload(self, host: str, port: int, *,
+                     timeouts: Timeouts | None = None) -> AsyncIterator[Exchange | LocalExchange]:
+        """An exchange for a request whose body follows :meth:`Exchange.start`
+        (``start``, ``send``, ``finish``); to this node's own address it runs
+        in-process (:class:`LocalExchange`)."""
+        route = self.local.get((host, port))
+        if route is None:
+            async with self.exchange(host, port, timeouts=timeouts) as ex:
+                yield ex
+            return
+        local = LocalExchange(route, timeouts or self.timeouts)
+        try:
+            yield local
+        finally:
+            local.abort()
+
     async def request(self, method: str, host: str, port: int, target: str,
                       headers: Iterable[tuple[str, str]] = (), body: bytes = b"", *,
                       timeouts: Timeouts | None = None,
@@ -450,17 +530,10 @@ class HTTPClient:
     async def _request_local(route: LocalRoute, method: str, target: str,
                              headers: Iterable[tuple[str, str]], body: bytes, timeouts: Timeouts,
                              max_response_bytes: int) -> ClientResponse:
-        try:
-            status, resp_headers, resp_body = await route.request(
-                method, target, headers, body, timeout=timeouts.node,
-                max_response_bytes=max_response_bytes)
-        except LocalCallTimeout as exc:
-            raise BackendTimeout(str(exc)) from exc
-        except LocalCallError as exc:
-            raise BackendError(str(exc)) from exc
-        resp = ClientResponse(status, resp_headers, None)
-        resp.body = resp_body
-        return resp
+        with _local_errors():
+            answer = await route.request(method, target, headers, body, timeout=timeouts.node,
+                                         max_response_bytes=max_response_bytes)
+        return _local_response(answer)
 
     async def _request_once(self, method: str, host: str, port: int, target: str,
                             headers: list[tuple[str, str]], body: bytes,

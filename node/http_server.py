@@ -262,12 +262,13 @@ class Request:
         self.bytes_in = 0
         #: free slot for handlers and middleware (auth results and the like)
         self.context: dict = {}
-        self._local_body: bytes | None = None
+        self._local_body: bytes | AsyncIterable[bytes] | None = None
 
     @classmethod
     def in_process(cls, method: str, target: str, headers: Headers, request_id: str,
-                   body: bytes) -> Request:
-        """A request that never crossed a socket (:mod:`node.local_call`), carrying ``body``."""
+                   body: bytes | AsyncIterable[bytes]) -> Request:
+        """A request that never crossed a socket (:mod:`node.local_call`), carrying
+        ``body``: bytes, or the pieces of a ``Content-Length`` body as they are sent."""
         request = cls(method, target, headers, request_id, "local", None)
         if body:
             request._local_body = body
@@ -293,6 +294,9 @@ class Request:
         else references (h11 made it), handed over without another copy --
         a copy per MiB costs more than the rest of the receive path.  Use
         ``bytes(chunk)`` where an immutable value is needed (a dict key).
+        An in-process body streamed by this node's own proxy hands over the
+        proxy's pieces, which its other replicas' sockets read too: chunks are
+        for reading, never for changing in place.
 
         Raises :class:`ClientDisconnected` if the client goes away or stalls
         past the read timeout before the body is complete, and
@@ -305,9 +309,13 @@ class Request:
         conn = self._conn
         if conn is None:
             body, self._local_body = self._local_body or b"", None
-            self._body_done = True
-            self.bytes_in += len(body)
-            yield body
+            if isinstance(body, (bytes, bytearray, memoryview)):
+                self._body_done = True
+                self.bytes_in += len(body)
+                yield body
+                return
+            async for piece in self._local_pieces(body):
+                yield piece
             return
         h = conn.h11
         if h.they_are_waiting_for_100_continue:
@@ -355,6 +363,33 @@ class Request:
         except ClientDisconnected:
             self._broken = True
             raise
+
+    async def _local_pieces(self, pieces: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        """An in-process body sent in pieces: exactly ``Content-Length`` bytes (or
+        all a chunked sender sends), or the error a socket would give (the
+        sender stopped short: the peer went away).
+
+        The pieces are the sender's own objects, shared with its other
+        receivers (the proxy sends the same piece to every replica): like
+        chunks off a socket they are read, never changed.
+        """
+        want = self.content_length  # None: chunked, the pieces end where the sender ends
+        got = 0
+        try:
+            async for piece in pieces:
+                got += len(piece)
+                if want is not None and got > want:
+                    raise BadRequest("body longer than its Content-Length")
+                self.bytes_in += len(piece)
+                yield piece
+                if got == want:
+                    break
+            if want is not None and got < want:
+                raise ClientDisconnected("peer closed mid-request")
+        except (BadRequest, ClientDisconnected):
+            self._broken = True
+            raise
+        self._body_done = True
 
     async def read_body(self, max_bytes: int = 1 << 20) -> bytes:
         """The whole body, for small control-plane requests only.
