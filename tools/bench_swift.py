@@ -171,8 +171,12 @@ def op_stats(count: int, secs: float, latencies: list[float], errors: int) -> di
 
 
 async def small_objects(ep: Endpoint, container: str, count: int, concurrency: int,
-                        report: Report = print) -> dict:
-    """PUT, GET, HEAD, then DELETE ``count`` 4 KiB objects; stats per verb."""
+                        report: Report = print, cpu: Callable[[], float] | None = None) -> dict:
+    """PUT, GET, HEAD, then DELETE ``count`` 4 KiB objects; stats per verb.
+
+    ``cpu``, if given, reads the CPU seconds the servers have used so far:
+    each verb's stats then say how many milliseconds of it one request took.
+    """
     payload = os.urandom(SMALL)
     names = [f"obj-{i:07d}" for i in range(count)]
 
@@ -192,7 +196,10 @@ async def small_objects(ep: Endpoint, container: str, count: int, concurrency: i
 
     result = {}
     for label, op in (("put_4k", put), ("get_4k", get), ("head_4k", head), ("delete_4k", delete)):
+        before = cpu() if cpu else 0.0
         result[label] = op_stats(count, *await run_ops(ep, concurrency, names, op))
+        if cpu:
+            result[label]["cpu_ms"] = round((cpu() - before) * 1000 / count, 2)
         report(f"{label}: {result[label]}")
     return result
 

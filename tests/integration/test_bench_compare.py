@@ -26,6 +26,8 @@ def test_quick_peerstack_only(tmp_path, capsys) -> None:
     assert ours["proxy_peak_rss_mb"] > 0
     # the cluster's CPU seconds per phase (the four node processes did the work)
     assert ours["cpu_s_small"] > 0 and ours["cpu_s_large"] > 0 and ours["cpu_s_listing"] > 0
+    assert ours["cpu_s_small_machine"] >= ours["cpu_s_small"] * 0.9  # the machine ran the cluster too
+    assert all(ours[verb]["cpu_ms"] > 0 for verb in ("put_4k", "get_4k", "head_4k", "delete_4k"))
     assert doc["swift"] is None and doc["targets"] == {}
     assert set(doc["limits"]) == {"loopback_tcp_mb_per_s", "disk_write_fsync_mb_per_s", "md5_mb_per_s",
                                   "lowest_mb_per_s"}
