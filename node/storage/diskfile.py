@@ -260,21 +260,26 @@ def _set_metadata(fd: int, final_path: Path, metadata: dict[str, Any], tmp_dir: 
 
 def _install(loc: ObjectLocation, fd: int, tmp_path: str, final_name: str,
              metadata: dict[str, Any]) -> ObjectState:
-    """Make a written tmp file the object's ``final_name``, durably; then clean up."""
-    makedirs_durable(loc.hash_dir, loc.device_path)
+    """Make a written tmp file the object's ``final_name``, durably; then clean up
+    (nothing to clean in a directory this call created: a write racing ours
+    into it does its own cleanup, and readers take the newest file anyway)."""
+    created = makedirs_durable(loc.hash_dir, loc.device_path)
     final = loc.hash_dir / final_name
     _set_metadata(fd, final, metadata, loc.tmp_dir)
     os.fsync(fd)
     os.rename(tmp_path, final)
     fsync_dir(loc.hash_dir)
-    state = cleanup(loc.hash_dir)
+    state = gather([final_name]) if created else cleanup(loc.hash_dir)
     invalidate_suffix(loc.part_dir, loc.suffix)
     return state
 
 
 def new_tmp_file(loc: ObjectLocation) -> tuple[int, str]:
-    makedirs_durable(loc.tmp_dir, loc.device_path)
-    return tempfile.mkstemp(dir=loc.tmp_dir, prefix=".obj-")
+    try:
+        return tempfile.mkstemp(dir=loc.tmp_dir, prefix=".obj-")
+    except FileNotFoundError:  # the device's first write (or its tmp/ was removed)
+        makedirs_durable(loc.tmp_dir, loc.device_path)
+        return tempfile.mkstemp(dir=loc.tmp_dir, prefix=".obj-")
 
 
 class ObjectWriter:

@@ -23,33 +23,35 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def makedirs_durable(path: Path, stop_at: Path) -> None:
+def makedirs_durable(path: Path, stop_at: Path) -> bool:
     """``mkdir -p path``, fsyncing the parent of every directory it creates.
 
-    ``stop_at`` must exist already (the device root); we never create it, so
-    a missing device cannot turn into a directory on the parent filesystem.
+    Returns whether it created ``path`` itself (an object's new directory
+    holds nothing older to clean up).  ``stop_at`` must exist already (the
+    device root); we never create it, so a missing device cannot turn into a
+    directory on the parent filesystem.  Tries ``mkdir`` before looking: an
+    object write usually needs one or two new directories under existing
+    ones, and one call that fails costs what a ``stat`` would.
     """
+    if path == stop_at or stop_at not in path.parents:
+        if path == stop_at and path.is_dir():
+            return False
+        raise FileNotFoundError(f"{stop_at} is missing")
     for attempt in range(3):
-        missing = []
-        p = path
-        while not p.is_dir():
-            if p == stop_at or stop_at not in p.parents:
-                raise FileNotFoundError(f"{stop_at} is missing")
-            missing.append(p)
-            p = p.parent
         try:
-            for d in reversed(missing):
-                try:
-                    os.mkdir(d)
-                except FileExistsError:
-                    continue
-                fsync_dir(d.parent)
-            return
+            os.mkdir(path)
+        except FileExistsError:
+            return False
         except FileNotFoundError:
-            # A parent vanished under us: a REPLICATE rehash removes suffix
-            # directories it finds empty, and ours was empty for a moment.
+            makedirs_durable(path.parent, stop_at)
+            # A parent made just now can vanish before we use it: a REPLICATE
+            # rehash removes suffix directories it finds empty.  Try again.
             if attempt == 2:
                 raise
+            continue
+        fsync_dir(path.parent)
+        return True
+    raise AssertionError("unreachable")
 
 
 def atomic_write_json(path: Path, doc: Any, tmp_dir: Path, stop_at: Path) -> None:
