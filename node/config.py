@@ -125,6 +125,8 @@ class NodeConfig:
     ring_dir: str = ""
     log_level: str = "info"
     log_file: str = ""
+    #: run the node's threads under SCHED_BATCH (see node/scheduling.py)
+    batch_scheduling: bool = True
     public: Listen = field(default_factory=lambda: Listen(port=8080))
     internal: Listen = field(default_factory=lambda: Listen(port=6200))
     storage: Storage = field(default_factory=Storage)

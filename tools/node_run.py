@@ -20,6 +20,7 @@ from node.config import ConfigError, NodeConfig, load_cluster_config, load_node_
 from node.daemon import Node
 from node.log import setup_logging
 from node.malloc_tuning import single_arena
+from node.scheduling import batch_policy
 from node.membership_service import install as install_membership
 from node.storage import StorageServer
 
@@ -56,5 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     setup_logging(config.log_level, path=str(config.resolve(config.log_file)) if config.log_file else None)
     single_arena()  # before any worker thread exists
+    if config.batch_scheduling:
+        batch_policy()  # likewise: threads inherit it
     trio.run(serve, node)
     return 0

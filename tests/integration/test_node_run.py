@@ -1,6 +1,7 @@
 """`peerstack node run` as a real process: both ports, signed internal RPC, clean stop."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -49,6 +50,11 @@ def test_node_serves_both_ports_and_stops_cleanly(node_files):
     try:
         wait_healthy(f"http://127.0.0.1:{public}/healthcheck", proc)
         assert httpx.get(f"http://127.0.0.1:{internal}/healthcheck").text == "OK"
+        # every thread of the node, workers included, runs under SCHED_BATCH (node/scheduling.py)
+        tids = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task")]
+        assert len(tids) > 1
+        names = {t: open(f"/proc/{proc.pid}/task/{t}/comm").read().strip() for t in tids}
+        assert {names[t]: os.sched_getscheduler(t) for t in tids} == {names[t]: os.SCHED_BATCH for t in tids}
 
         # The internal port refuses anything unsigned, and replays of a signed request.
         assert httpx.get(f"http://127.0.0.1:{internal}/d1/0/a").status_code == 401
