@@ -173,11 +173,11 @@ class _HandlerRun:
         self._broke: Exception | None = None
         self._on_done = on_done
         self._limit = limit
-        route.nursery.start_soon(self._run, route, limit)
+        route.nursery.start_soon(self._run, route)
 
-    async def _run(self, route: LocalRoute, limit: int) -> None:
+    async def _run(self, route: LocalRoute) -> None:
         try:
-            self._answer = await route._serve(self.request, limit)
+            self._answer = await route._serve(self.request, self._limit)
         except Exception as exc:
             # The body failed after the head was made (a corrupt object
             # found while reading, say): over a socket the connection would
@@ -222,7 +222,8 @@ class LocalUpload:
         self._limit = limit
         self._pieces, self._receive = trio.open_memory_channel[bytes](1)
         self._wanted = trio.Event()
-        self._length = headers.get("content-length")
+        length = headers.get("content-length")
+        self._length = int(length) if length is not None and length.isdigit() else None
         self._sent = 0
         self._finished = False
         self._run: _HandlerRun | None = None
@@ -248,7 +249,7 @@ class LocalUpload:
     async def send(self, piece: bytes) -> None:
         assert self._run is not None, "start() first"
         self._sent += len(piece)
-        if self._length is not None and self._sent > int(self._length):
+        if self._length is not None and self._sent > self._length:
             raise LocalCallError(f"{self._method} {self._target!r}: body longer than its "
                                  "Content-Length")
         if self._run.done.is_set():
@@ -264,7 +265,7 @@ class LocalUpload:
 
     async def finish(self) -> tuple[int, Headers, bytes]:
         assert self._run is not None, "start() first"
-        if self._length is not None and self._sent != int(self._length):
+        if self._length is not None and self._sent != self._length:
             raise LocalCallError(f"{self._method} {self._target!r}: body shorter than its "
                                  "Content-Length")
         self._finished = True
