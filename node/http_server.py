@@ -74,7 +74,8 @@ NOTSENT_LOWAT = 128 * 1024
 DIRECT_BODY = 256 * 1024
 _MAX_REQUEST_ID = 128
 _NEVER = float("inf")
-_BODY_TYPES = (bytes, bytearray, memoryview)
+#: body types sent as they are (anything else is an iterable of chunks)
+BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
 class ClientDisconnected(Exception):
@@ -309,7 +310,7 @@ class Request:
         conn = self._conn
         if conn is None:
             body, self._local_body = self._local_body or b"", None
-            if isinstance(body, (bytes, bytearray, memoryview)):
+            if isinstance(body, BYTES_LIKE):
                 self._body_done = True
                 self.bytes_in += len(body)
                 yield body
@@ -805,7 +806,7 @@ class HTTPServer:
             if request.method == "HEAD" or response.status in (204, 304):
                 await close_body(body)
                 await conn.send_all(head + h.send(h11.EndOfMessage()))
-            elif isinstance(body, _BODY_TYPES):
+            elif isinstance(body, BYTES_LIKE):
                 pieces = h.send_with_data_passthrough(h11.Data(data=body)) if body else []
                 tail = h.send(h11.EndOfMessage())
                 if len(body) < SMALL_RESPONSE:
@@ -869,7 +870,7 @@ def response_head(request: Request, response: Response) -> list[tuple[bytes, byt
             break
     headers.append((b"X-Trans-Id", request.request_id.encode("latin-1")))
     if not has_length:
-        if isinstance(body, _BODY_TYPES):
+        if isinstance(body, BYTES_LIKE):
             if status >= 200 and status not in (204, 304):
                 headers.append((b"Content-Length", b"%d" % len(body)))
         elif response.content_length is not None:
@@ -939,5 +940,5 @@ async def close_body(body: object) -> None:
             await aclose()
     else:
         close = getattr(body, "close", None)
-        if close is not None and not isinstance(body, _BODY_TYPES):
+        if close is not None and not isinstance(body, BYTES_LIKE):
             close()

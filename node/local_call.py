@@ -52,8 +52,9 @@ from typing import TYPE_CHECKING
 import trio
 
 from node.headers import Headers, encode_headers
-from node.http_server import (BadRequest, ClientDisconnected, Handler, Request, Response, close_body, iter_chunks,
-                              log_request, new_request_id, response_head, text_response)
+from node.http_server import (BYTES_LIKE, BadRequest, ClientDisconnected, Handler, Request, Response,
+                              close_body, iter_chunks, log_request, new_request_id, response_head,
+                              text_response)
 from node.log import request_id
 
 if TYPE_CHECKING:
@@ -66,7 +67,6 @@ log = logging.getLogger("peerstack.http")
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
-_BYTES = (bytes, bytearray, memoryview)
 
 
 class LocalCallError(Exception):
@@ -308,7 +308,7 @@ async def _collect(response: Response, method: str, limit: int) -> bytes | None:
     if method == "HEAD" or response.status in (204, 304):
         await close_body(body)
         return b""
-    if isinstance(body, _BYTES):
+    if isinstance(body, BYTES_LIKE):
         data = bytes(body)
     else:
         parts: list[bytes] = []
