@@ -34,6 +34,11 @@ def test_quick_peerstack_only(tmp_path, capsys) -> None:
     assert "4 KiB PUT ops/s" in "\n".join(out[:-1])
     # everything it started is gone: no process still runs from the bench directory
     assert not [cmd for cmd in _command_lines() if str(tmp_path) in cmd]
+    # ...and so is what it stored, so the next run's PUTs do not follow a mass delete;
+    # the nodes' logs stay
+    nodes = sorted((tmp_path / "bench" / "peerstack").glob("node*"))
+    assert len(nodes) == 4 and all((n / "node.log").is_file() for n in nodes)
+    assert not [d for n in nodes for d in n.glob("d*")]
 
 
 def _command_lines() -> list[str]:
