@@ -48,6 +48,9 @@ def test_each_signature_is_fresh():
     sign = RequestSigner(SECRET)
     a, b = dict(sign("GET", "/x")), dict(sign("GET", "/x"))
     assert a[NONCE_HEADER] != b[NONCE_HEADER] and a[SIG_HEADER] != b[SIG_HEADER]
+    # another signer (another node, or this one restarted) never repeats them
+    other = RequestSigner(SECRET)
+    assert not {dict(other("GET", "/x"))[NONCE_HEADER] for _ in range(3)} & {a[NONCE_HEADER], b[NONCE_HEADER]}
 
 
 @pytest.mark.parametrize("drop", [SIG_HEADER, TS_HEADER, NONCE_HEADER])
