@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--large-size", type=parse_size, default=256 * MiB)
     parser.add_argument("--list-count", type=int, default=10000)
     parser.add_argument("--s3-count", type=int, default=1000)
-    parser.add_argument("--large-rounds", type=int, default=2,
+    parser.add_argument("--large-rounds", type=int, default=3,
                         help="large PUT/GET rounds per side, alternating; the best counts")
     parser.add_argument("--workers", type=int, default=1,
                         help="peerstack public-port worker processes per node")
