@@ -23,7 +23,9 @@ itself decides newest-wins per name, so batching never changes the result.
 The same queue discipline serves the sending side (``blocking=False``):
 object servers send container rows through it, so rows for one container
 replica that pile up while a request to it is in flight go out together
-in the next one (:class:`node.storage.updates.UpdateSender`).
+in the next one (:class:`node.storage.updates.UpdateSender`).  A sender
+that knows more items are on their way passes ``gather``: each leader
+awaits it, its batch still open, once it is its turn.
 """
 
 from __future__ import annotations
@@ -64,11 +66,15 @@ class GroupCommit(Generic[Item]):
     and raises what it raised.  Every call for one ``key`` must pass a
     ``commit`` that does the same thing (the leader's is used).  With
     ``blocking=False``, ``commit`` is a coroutine function awaited in the
-    leader's task instead.
+    leader's task instead.  ``gather(key)``, if given, is awaited by every
+    leader just before it closes its batch; it must return in bounded time
+    (the leader is shielded from cancellation).
     """
 
-    def __init__(self, *, blocking: bool = True) -> None:
+    def __init__(self, *, blocking: bool = True,
+                 gather: Callable[[Hashable], Awaitable[None]] | None = None) -> None:
         self._blocking = blocking
+        self._gather = gather
         self._queues: dict[Hashable, _Queue[Item]] = {}
         #: how many items and batches have been committed (or failed)
         self.items = 0
@@ -109,6 +115,8 @@ class GroupCommit(Generic[Item]):
         try:
             if queue.committing is not None:
                 await queue.committing.done.wait()
+            if self._gather is not None:
+                await self._gather(key)
             queue.open = None  # later arrivals start the next batch
             queue.committing = batch
             self.items += len(batch.items)

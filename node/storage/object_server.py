@@ -25,6 +25,7 @@ strip the quotes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -49,7 +50,7 @@ from node.storage.httputil import HTTPError, backend_timestamp, is_true, require
 from node.storage.metadata import MetadataError, check_metadata, header_case
 from node.storage.paths import StoragePath, hash_path, parse_replicate_path
 from node.storage.timestamp import Timestamp
-from node.storage.updates import Target, UpdateSender, parse_targets
+from node.storage.updates import RowPromise, Target, UpdateSender, parse_targets
 from node.thread_job import ThreadJob
 
 log = logging.getLogger("peerstack.storage")
@@ -412,6 +413,7 @@ class ObjectServer:
                 metadata["X-Delete-At"] = delete_at
             return metadata
 
+        replicating = is_true(headers.get("x-backend-replication"))
         if length is not None and length <= SMALL_BODY:
             # Small: take the body first, then check, write, hash and install
             # in one thread hop.  The checks after the body cost a refused
@@ -431,37 +433,48 @@ class ObjectServer:
                 writer.commit(ts, metadata)
                 return writer
 
-            writer = await trio.to_thread.run_sync(store)
-        else:
-            writer = await trio.to_thread.run_sync(prepare)
-            try:
-                tail = await _receive_into(request, writer, footer)
-                metadata = describe(writer, tail)
-            except BaseException:
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(writer.abort)
-                raise
-            await trio.to_thread.run_sync(writer.commit, ts, metadata)
+            # Its row will follow in a thread hop: a batch leaving for the same
+            # container replica meanwhile waits for it (node.storage.updates).
+            promise = None if replicating else self.updates.promise(targets, sp.account, sp.container)
+            with promise or contextlib.nullcontext():
+                writer = await trio.to_thread.run_sync(store)
+                return await self._put_done(request, sp, ts, targets, writer, content_type,
+                                            replicating, promise)
+        writer = await trio.to_thread.run_sync(prepare)
+        try:
+            tail = await _receive_into(request, writer, footer)
+            metadata = describe(writer, tail)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(writer.abort)
+            raise
+        await trio.to_thread.run_sync(writer.commit, ts, metadata)
+        return await self._put_done(request, sp, ts, targets, writer, content_type, replicating)
+
+    async def _put_done(self, request: Request, sp: StoragePath, ts: Timestamp,
+                        targets: list[Target], writer: ObjectWriter, content_type: str,
+                        replicating: bool, promise: RowPromise | None = None) -> Response:
+        """A stored object: tell its container (unless replicating), answer 201."""
         etag = writer.etag
-        if not is_true(headers.get("x-backend-replication")):
+        if not replicating:
             update = {"X-Timestamp": ts.internal, "X-Size": str(writer.size),
                       "X-Content-Type": content_type, "X-Etag": etag}
             for key, name in (("etag", "X-Etag"), ("size", "X-Size"), ("content-type", "X-Content-Type")):
-                override = headers.get(OVERRIDE + key)
+                override = request.headers.get(OVERRIDE + key)
                 if override is not None:
                     update[name] = override
-            await self._container_update("PUT", request, sp, writer.loc, ts, targets, update)
+            await self._container_update("PUT", request, sp, writer.loc, ts, targets, update, promise)
         return Response(201, [("ETag", f'"{etag}"'), ("Content-Length", "0")], b"")
 
     async def _container_update(self, method: str, request: Request, sp: StoragePath,
                                 loc: ObjectLocation, ts: Timestamp, targets: list[Target],
-                                headers: dict[str, str]) -> None:
+                                headers: dict[str, str], promise: RowPromise | None = None) -> None:
         if not targets:
             return
         assert sp.container is not None and sp.obj is not None
         await self.updates.send_or_save("container", method, targets,
                                         [sp.account, sp.container, sp.obj], headers,
-                                        request.request_id, loc.device_path, loc.hash, ts)
+                                        request.request_id, loc.device_path, loc.hash, ts, promise)
 
     # ---- GET / HEAD ------------------------------------------------------
 
@@ -595,10 +608,13 @@ class ObjectServer:
                                                   "X-Timestamp": ts.internal})
             return loc, existed
 
-        loc, existed = await trio.to_thread.run_sync(apply)
-        if not is_true(request.headers.get("x-backend-replication")):
-            await self._container_update("DELETE", request, sp, loc, ts, targets,
-                                         {"X-Timestamp": ts.internal})
+        if is_true(request.headers.get("x-backend-replication")):
+            loc, existed = await trio.to_thread.run_sync(apply)
+        else:
+            with self.updates.promise(targets, sp.account, sp.container) as promise:
+                loc, existed = await trio.to_thread.run_sync(apply)
+                await self._container_update("DELETE", request, sp, loc, ts, targets,
+                                             {"X-Timestamp": ts.internal}, promise)
         status = 204 if existed else 404
         return text_response(status, "" if existed else "Not Found\n", backend_timestamp(ts))
 

@@ -33,6 +33,14 @@ headers; see :meth:`node.storage.container_server.ContainerServer.update_rows`).
 Thirty-two clients writing into one container would otherwise cost every
 container replica thirty-two requests where a handful carry the same rows;
 an idle replica still gets each row at once, on its own.
+
+A small write also says, before its object goes to disk, that its row will
+follow (:meth:`UpdateSender.promise`).  A batch about to leave for the same
+container replica waits for the rows promised meanwhile -- a thread hop
+away, a few milliseconds -- and takes them along, for at most
+:data:`GATHER_TIMEOUT`.  It never waits on a guess: with no write for that
+replica in progress, a row leaves at once.  Under load this about halves
+the row requests (and the container servers' commits) per PUT.
 """
 
 from __future__ import annotations
@@ -57,6 +65,8 @@ log = logging.getLogger("peerstack.storage")
 
 #: updates sit on the client's critical path: fail fast, leave it to the updater
 UPDATE_TIMEOUTS = Timeouts(connect=0.5, node=3.0)
+#: the longest a batch of rows waits for rows promised by writes in progress
+GATHER_TIMEOUT = 0.05
 
 
 @dataclass(frozen=True)
@@ -106,18 +116,114 @@ class _Row:
     rid: str
 
 
+_RowQueue = tuple[Target, str, str]  # (container replica, account, container)
+
+
+class _Promised:
+    """Rows promised to one row queue by writes in progress.
+
+    A batch waits for the rows promised before it started waiting, not for
+    later ones: under steady load there is always a write in progress, and
+    waiting for all of them would hold every batch for the whole timeout.
+    """
+
+    __slots__ = ("issued", "kept", "waiters")
+
+    def __init__(self) -> None:
+        self.issued = 0
+        self.kept = 0
+        #: (rows issued when the waiter came, its wake-up)
+        self.waiters: list[tuple[int, trio.Event]] = []
+
+
+class RowPromise:
+    """A write's word that its rows for these queues follow shortly.
+
+    Kept queue by queue as the rows are queued (:meth:`UpdateSender.send`);
+    :meth:`release` withdraws what is left (the write failed, or sends no
+    row), so nobody waits for it.  A context manager that releases on exit.
+    """
+
+    def __init__(self, sender: UpdateSender, queues: list[_RowQueue]) -> None:
+        self._sender = sender
+        self._pending = set(queues)
+
+    def keep(self, queue: _RowQueue) -> None:
+        if queue in self._pending:
+            self._pending.discard(queue)
+            self._sender._fulfilled(queue)
+
+    def release(self) -> None:
+        while self._pending:
+            self._sender._fulfilled(self._pending.pop())
+
+    def __enter__(self) -> RowPromise:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
 class UpdateSender:
     """Sends row updates to peers over the signed internal client."""
 
-    def __init__(self, client: HTTPClient, timeouts: Timeouts = UPDATE_TIMEOUTS) -> None:
+    def __init__(self, client: HTTPClient, timeouts: Timeouts = UPDATE_TIMEOUTS,
+                 gather_timeout: float = GATHER_TIMEOUT) -> None:
         self.client = client
         self.timeouts = timeouts
+        self.gather_timeout = gather_timeout
         #: object rows queued per (container replica, account, container)
-        self._rows: GroupCommit[_Row] = GroupCommit(blocking=False)
+        self._rows: GroupCommit[_Row] = GroupCommit(blocking=False, gather=self._gather)
+        self._promised: dict[_RowQueue, _Promised] = {}
+
+    def promise(self, targets: list[Target], account: str, container: str) -> RowPromise:
+        """Announce the rows a write about to be stored will send to ``targets``."""
+        queues = [(t, account, container) for t in targets]
+        for queue in queues:
+            promised = self._promised.get(queue)
+            if promised is None:
+                promised = self._promised[queue] = _Promised()
+            promised.issued += 1
+        return RowPromise(self, queues)
+
+    def _fulfilled(self, queue: _RowQueue) -> None:
+        promised = self._promised[queue]
+        promised.kept += 1
+        waiting = []
+        for issued, wake in promised.waiters:
+            if promised.kept >= issued:
+                wake.set()
+            else:
+                waiting.append((issued, wake))
+        promised.waiters = waiting
+        self._forget_if_done(queue, promised)
+
+    def _forget_if_done(self, queue: _RowQueue, promised: _Promised) -> None:
+        if promised.kept == promised.issued and not promised.waiters:
+            del self._promised[queue]
+
+    async def _gather(self, queue: _RowQueue) -> None:
+        """A batch's last moment open: wait for the rows promised to its queue so far."""
+        promised = self._promised.get(queue)
+        if promised is None or promised.kept >= promised.issued:
+            return
+        waiter = (promised.issued, trio.Event())
+        promised.waiters.append(waiter)
+        try:
+            with trio.move_on_after(self.gather_timeout):
+                await waiter[1].wait()
+        finally:
+            if waiter in promised.waiters:
+                promised.waiters.remove(waiter)
+                self._forget_if_done(queue, promised)
 
     async def send(self, method: str, targets: list[Target], names: list[str],
-                   headers: dict[str, str], rid: str) -> dict[Target, int | None]:
-        """Send to every target at once; each target's status (None: unreachable)."""
+                   headers: dict[str, str], rid: str,
+                   promise: RowPromise | None = None) -> dict[Target, int | None]:
+        """Send to every target at once; each target's status (None: unreachable).
+
+        ``promise``: the one this write made for these rows (kept here).
+        """
         statuses: dict[Target, int | None] = {}
         object_row = len(names) == 3 and method in ("PUT", "DELETE")
 
@@ -125,8 +231,13 @@ class UpdateSender:
             path = "/" + "/".join([t.device, str(t.partition), *names])
             try:
                 if object_row:
+                    queue = (t, names[0], names[1])
+                    if promise is not None:
+                        # No checkpoint between keeping and joining: a leader
+                        # woken by this cannot close its batch before the row is in.
+                        promise.keep(queue)
                     status = await self._rows.submit(
-                        (t, names[0], names[1]), _Row(method, names[2], headers, rid),
+                        queue, _Row(method, names[2], headers, rid),
                         functools.partial(self._send_rows, t, names[0], names[1]))
                 else:
                     status = await self._request(t, method, path, headers, rid)
@@ -167,14 +278,15 @@ class UpdateSender:
     async def send_or_save(self, kind: str, method: str, targets: list[Target],
                            names: list[str], headers: dict[str, str], rid: str,
                            device_path: Path, name_hash: str,
-                           timestamp: Timestamp) -> dict[Target, int | None]:
+                           timestamp: Timestamp,
+                           promise: RowPromise | None = None) -> dict[Target, int | None]:
         """:meth:`send`, and record an async pending for whatever failed.
 
         ``kind`` (``container`` or ``account``) is the server that takes the
         row; it goes out as ``X-Backend-Server``.
         """
         headers = {**headers, "X-Backend-Server": kind}
-        statuses = await self.send(method, targets, names, headers, rid)
+        statuses = await self.send(method, targets, names, headers, rid, promise)
         failed = [t for t, status in statuses.items() if status is None or not 200 <= status < 300]
         if failed:
             record = {
