@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from node.cluster_client import best_status, quorum_size
+from node.cluster_client import best_status, pair_by_node, quorum_size
 from node.cluster_health import ErrorLimiter
 from node.headers import Headers
 from proxy import tempurl
@@ -33,6 +33,22 @@ def test_quorum_and_best_status():
     assert best_status([201, 404], 3) == 503
     assert best_status([404, 404, 204], 3) == 404
     assert best_status([201, 202, 202], 3) == 202
+
+
+def test_container_replicas_pair_with_object_primaries_on_their_node():
+    def nodes(*ports: int) -> list[dict]:
+        return [{"ip": "127.0.0.1", "port": p, "device": "d1"} for p in ports]
+
+    # the same three nodes, in another order: every update stays on its node
+    assert pair_by_node(nodes(3, 1, 2), nodes(1, 2, 3)) == [2, 0, 1]
+    # two shared nodes; the third replica takes the slot left over
+    assert pair_by_node(nodes(9, 2, 1), nodes(1, 2, 3)) == [2, 1, 0]
+    # nothing shared: replica i to slot i, as Swift's proxy does
+    assert pair_by_node(nodes(7, 8, 9), nodes(1, 2, 3)) == [0, 1, 2]
+    # more replicas than slots wrap around; every slot is used
+    assert pair_by_node(nodes(2, 7, 8), nodes(1, 2)) == [1, 0, 0]
+    for cnodes in (nodes(3, 1, 2), nodes(9, 2, 1), nodes(7, 8, 9)):
+        assert sorted(pair_by_node(cnodes, nodes(1, 2, 3))) == [0, 1, 2]
 
 
 def test_error_limiter_suppresses_then_forgives():
