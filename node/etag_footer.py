@@ -6,8 +6,11 @@ a 3-replica PUT would spend three MD5 passes (~0.45 CPU-seconds each per
 which sees every byte once, computes the MD5 and an XXH3-64, and sends them
 after the body as a fixed-size *footer*; each object server checks the
 XXH3-64 of what it received, so a replica never stores bytes other than
-those the proxy hashed, and stores the proxy's MD5 as the ETag.  Later reads
-and the auditor still verify the stored bytes against that MD5.
+those the proxy hashed, and stores the proxy's MD5 as the ETag.  It stores
+its own XXH3-64 of the body too (:data:`BODY_CHECK_KEY`): whole reads check
+the bytes against that instead of the MD5, which on a 256 MiB GET is the
+difference between 0.007 and 0.44 CPU-seconds.  The auditor still verifies
+the MD5.
 
 Why XXH3-64 for the check: it is only there to catch bytes that changed
 between the proxy and a disk, and it runs four times per PUT (the proxy and
@@ -32,6 +35,8 @@ import xxhash
 
 FOOTER_HEADER = "X-Backend-Etag-Footer"
 FOOTER_BYTES = 64
+#: object metadata: the body's XXH3-64 (hex), kept by objects written with a footer
+BODY_CHECK_KEY = "X-Body-Xxh3-64"
 
 
 class FooterError(ValueError):

@@ -38,7 +38,7 @@ from typing import Any
 import trio
 
 from node.http_server import ClientDisconnected, Request, Response, text_response
-from node.etag_footer import FOOTER_BYTES, FOOTER_HEADER, FooterError
+from node.etag_footer import BODY_CHECK_KEY, FOOTER_BYTES, FOOTER_HEADER, FooterError, body_check
 from node.log import log_event
 from node.storage import diskfile
 from node.storage.conditional import (Multipart, evaluate_preconditions, parse_range,
@@ -189,13 +189,14 @@ class FileBody:
     A class rather than a generator so :meth:`aclose` closes the file even
     if the response is dropped before the first chunk.
 
-    A whole-object read is checked against the stored ETag as it goes, and
-    the last chunk is held back until the MD5 matches: a corrupt file is
-    quarantined (``on_corrupt``) and the response is cut short, so a reader
-    never receives a complete corrupt object -- the proxy sees a broken read
-    and resumes from another replica.  The resumed read (``Range: bytes=N-``
-    with ``X-Backend-Verify: whole``) is checked the same way, hashing the
-    first N bytes before it sends the rest.
+    A whole-object read is checked as it goes against the body's stored
+    XXH3-64 (:data:`node.etag_footer.BODY_CHECK_KEY`), or its ETag (MD5) if
+    it has none, and the last chunk is held back until they match: a corrupt
+    file is quarantined (``on_corrupt``) and the response is cut short, so a
+    reader never receives a complete corrupt object -- the proxy sees a
+    broken read and resumes from another replica.  The resumed read
+    (``Range: bytes=N-`` with ``X-Backend-Verify: whole``) is checked the
+    same way, hashing the first N bytes before it sends the rest.
     """
 
     def __init__(self, obj: diskfile.OpenObject, ranges: list[tuple[int, int]],
@@ -210,8 +211,16 @@ class FileBody:
         # the object, and the ones before a resumed read's start are read first.
         checkable = on_corrupt is not None and multipart is None and len(ranges) == 1 \
             and ranges[0][1] == obj.size
-        self._expected = str(obj.metadata.get("ETag") or "") if checkable else ""
-        self._md5 = hashlib.md5() if self._expected else None
+        self._expected = ""
+        self._digest: Any = None
+        #: the digest costs less than a thread hop per chunk (XXH3-64): run it inline
+        self._cheap = False
+        if checkable:
+            if obj.metadata.get(BODY_CHECK_KEY):
+                self._expected, self._digest = str(obj.metadata[BODY_CHECK_KEY]), body_check()
+                self._cheap = True
+            elif obj.metadata.get("ETag"):
+                self._expected, self._digest = str(obj.metadata["ETag"]), hashlib.md5()
         self._on_corrupt = on_corrupt
         self._ahead: ThreadJob[bytes] | None = None
         self._hashing: ThreadJob[None] | None = None
@@ -220,19 +229,19 @@ class FileBody:
             obj.bypass_cache(READ_CHUNK)
 
     def _hash_prefix(self, stop: int) -> None:
-        assert self._md5 is not None
+        assert self._digest is not None
         for pos in range(0, stop, READ_CHUNK):
-            self._md5.update(self.obj.pread(pos, min(READ_CHUNK, stop - pos)))
+            self._digest.update(self.obj.pread(pos, min(READ_CHUNK, stop - pos)))
 
     async def _produce(self):
         for head, start, stop in self.parts:
             if head:
                 yield head
-            if self._md5 is not None and start:
+            if self._digest is not None and start:
                 await trio.to_thread.run_sync(self._hash_prefix, start)
             # A pipeline of worker threads: chunk N+1 is read while chunk N is
-            # hashed and sent, so disk, MD5 and network overlap.  The MD5 sees
-            # the chunks in order (one hash job at a time).
+            # hashed and sent, so disk, hash and network overlap.  The hash
+            # sees the chunks in order (one hash job at a time).
             pos = start
             if pos < stop:
                 self._ahead = ThreadJob(self.obj.pread, pos, min(READ_CHUNK, stop - pos))
@@ -244,9 +253,11 @@ class FileBody:
                 pos += len(chunk)
                 if pos < stop:
                     self._ahead = ThreadJob(self.obj.pread, pos, min(READ_CHUNK, stop - pos))
-                if self._md5 is not None:
+                if self._cheap:
+                    self._digest.update(chunk)  # ~30 µs per MiB: less than a thread hop
+                elif self._digest is not None:
                     await self._hashed()
-                    self._hashing = ThreadJob(self._md5.update, chunk)
+                    self._hashing = ThreadJob(self._digest.update, chunk)
                 if pos >= stop:
                     await self._hashed()
                     await self._verify()
@@ -261,9 +272,9 @@ class FileBody:
             await job.result()
 
     async def _verify(self) -> None:
-        if self._md5 is None or self._md5.hexdigest() == self._expected:
+        if self._digest is None or self._digest.hexdigest() == self._expected:
             return
-        reason = f"MD5 {self._md5.hexdigest()} != ETag {self._expected}"
+        reason = f"{self._digest.name} {self._digest.hexdigest()} != stored {self._expected}"
         if self._on_corrupt is not None:
             await trio.to_thread.run_sync(self._on_corrupt, reason)
         raise DiskFileError(reason)
@@ -408,6 +419,8 @@ class ObjectServer:
             metadata = {"name": f"/{sp.account}/{sp.container}/{sp.obj}",
                         "X-Timestamp": ts.internal, "Content-Type": content_type,
                         "ETag": etag, "Content-Length": str(writer.size)}
+            if writer.check is not None:
+                metadata[BODY_CHECK_KEY] = writer.check.hexdigest()
             metadata.update(_stored_headers(request, _put_keeps))
             if delete_at is not None:
                 metadata["X-Delete-At"] = delete_at

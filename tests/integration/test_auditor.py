@@ -6,7 +6,10 @@ import hashlib
 import os
 
 import trio
+import xxhash
 
+from node.etag_footer import BODY_CHECK_KEY
+from node.storage.diskfile import read_metadata
 from tests.integration.test_replication import ACCOUNT, Harness, data_files, replication_cluster
 
 
@@ -46,7 +49,8 @@ async def test_corrupt_object_is_quarantined_and_a_good_copy_restored(tmp_path):
 
 
 async def test_reads_never_return_corrupt_bytes(tmp_path):
-    """Before any auditor pass: the object server checks the MD5 as it reads.
+    """Before any auditor pass: the object server checks the bytes as it reads
+    (against the body's XXH3-64 stored at write time, or the MD5 without one).
 
     A small object is checked before it is sent; a large one is cut short
     before its last chunk, and the cluster client resumes from another
@@ -61,6 +65,11 @@ async def test_reads_never_return_corrupt_bytes(tmp_path):
             bad: dict[str, tuple] = {}
             for obj, body in bodies.items():
                 await h.put("c", obj, body)
+                # the large body came with the proxy's footer: each copy keeps its XXH3-64
+                for hash_dir in h.object_dirs("c", obj):
+                    (name,) = data_files(hash_dir)
+                    stored = read_metadata(hash_dir / name).get(BODY_CHECK_KEY)
+                    assert stored == (xxhash.xxh3_64_hexdigest(body) if obj == "large" else None)
                 # flip bytes in every primary's copy but the last, so only one good copy is left
                 for hash_dir in h.object_dirs("c", obj)[:-1]:
                     (name,) = data_files(hash_dir)
