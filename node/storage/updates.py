@@ -34,13 +34,14 @@ Thirty-two clients writing into one container would otherwise cost every
 container replica thirty-two requests where a handful carry the same rows;
 an idle replica still gets each row at once, on its own.
 
-A small write also says, before its object goes to disk, that its row will
-follow (:meth:`UpdateSender.promise`).  A batch about to leave for the same
-container replica waits for the rows promised meanwhile -- a thread hop
-away, a few milliseconds -- and takes them along, for at most
+A small PUT or a DELETE also says, before its object goes to disk, that its
+row will follow (:meth:`UpdateSender.promise`).  A batch about to leave for
+the same container replica waits for the rows promised meanwhile -- a
+thread hop away, a few milliseconds -- and takes them along, for at most
 :data:`GATHER_TIMEOUT`.  It never waits on a guess: with no write for that
-replica in progress, a row leaves at once.  Under load this about halves
-the row requests (and the container servers' commits) per PUT.
+replica in progress, a row leaves at once.  At 32 concurrent 4 KiB PUTs
+this cut the row requests (and the container servers' commits) per PUT by
+a third.
 """
 
 from __future__ import annotations
