@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from contextlib import AbstractContextManager as ContextManager
 from pathlib import Path
@@ -190,8 +189,13 @@ async def test_a_delete_missed_by_a_down_node_wins_and_a_wiped_device_is_rebuilt
                     assert (await h.client.delete_object(ACCOUNT, "c", name)).status == 204
                 wiped_node = cluster.layout.nodes[0]
                 wiped = wiped_node.root / "d1"
-                for entry in wiped.iterdir():  # the disk was replaced: an empty device
-                    shutil.rmtree(entry)
+                # The disk was replaced: an empty device. The node keeps running and its
+                # replicator may be writing into the device right now, so the old contents
+                # leave in one rename each (as an unmount would take them), not file by file.
+                old_disk = tmp_path / "old-disk"
+                old_disk.mkdir()
+                for entry in list(wiped.iterdir()):
+                    entry.rename(old_disk / entry.name)
                 down.start()
                 back = time.time()
                 await h.passes_since(back, ("object_replication",))
